@@ -1,0 +1,63 @@
+"""The Celery application: Redis broker and backend, JSON only, at-least-once delivery with leases.
+
+Delivery contract (see README, "Reliability"):
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a job is acknowledged only after it finished, so a worker that
+  dies mid-job does not lose it.
+- A live worker keeps extending the lease of every message it holds (``services.leases``), so a long job is never
+  delivered twice; a dead worker's messages become visible again ``visibility_timeout`` seconds after its last
+  renewal, and workers sweep for them every ``unacked_restore_interval`` seconds (throttle 1: every sweep scans).
+  Redelivery therefore takes at most about visibility_timeout + restore interval + renew interval (≈ 80 s by default).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from .config import Settings, get_settings
+from .jobs import Task
+
+RESTORE_TASK = "imgrestore.restore"
+
+
+def celery_config(settings: Settings) -> dict:
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "result_expires": 24 * 3600,
+        "task_ignore_result": False,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": settings.worker_concurrency,
+        # With late acks, a job whose broker connection dropped will be delivered again: stop it here.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": settings.unacked_restore_interval,
+            "unacked_restore_throttle": 1,
+        },
+        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
+        "redis_backend_health_check_interval": 30,
+        "task_queues": [Queue(settings.queue_for(task.value)) for task in Task],
+        "task_default_queue": settings.queue_for(Task.denoise.value),
+        # Celery events, so Flower and `celery events` see workers and tasks.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    app = Celery("imgrestore")
+    app.conf.update(celery_config(settings or get_settings()))
+    return app
+
+
+app = create_app()

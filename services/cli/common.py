@@ -1,0 +1,68 @@
+"""What every verb shares: the click group, settings, Redis-backed services and error reporting."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+import redis
+
+from ..config import Settings, get_settings
+from ..errors import ImgRestoreError
+from ..jobs import Job
+from ..jobstore import JobStore
+from ..logs import configure_logging, redact
+
+EXIT_FAILED = 1  # the work ran and something failed (a job, a file)
+EXIT_USAGE = 2  # the request itself was wrong (bad URL, unknown id, unreachable service)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="imgrestore")
+def cli() -> None:
+    """imgrestore: batch image restoration with ONNX autoencoders."""
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def job_store(config: Settings) -> JobStore:
+    return JobStore.from_url(config.redis_url, config.key_prefix, config.job_ttl_seconds)
+
+
+def print_job(job: Job) -> None:
+    click.echo(job.model_dump_json(indent=2))
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def reports_errors(func: Callable) -> Callable:
+    """Turns our exceptions and an unreachable Redis into one readable line and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ImgRestoreError as exc:
+            fail(exc.message)
+        except redis.exceptions.ConnectionError as exc:
+            fail(f"cannot reach Redis at {redact(get_settings().redis_url)} (IMGRESTORE_REDIS_URL): {exc}")
+
+    return wrapper
+
+
+def quiet_logging(verbose: bool) -> None:
+    config = get_settings()
+    configure_logging("DEBUG" if verbose else "WARNING", "text" if config.log_format == "text" else config.log_format)

@@ -1,0 +1,187 @@
+"""``imgrestore run``: the embedded default — restore files or folders in this process, no Redis, no queue."""
+
+from __future__ import annotations
+
+import posixpath
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import ImgRestoreError, InvalidJobError
+from ..imaging import EXTENSIONS, normalize_format
+from ..jobs import Job, JobOptions, Profile, Task
+from ..pipeline import Restorer
+from ..storage import IMAGE_SUFFIXES, StorageRouter, is_s3_url, local_path, split_s3_url
+from .common import EXIT_FAILED, EXIT_USAGE, cli, echo_json, quiet_logging, settings
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    input_url: str
+    relative: str  # path under the output folder
+
+    def output_url(self, out_dir: str, output_format: str | None) -> str:
+        relative = self.relative
+        stem, suffix = posixpath.splitext(relative)
+        if output_format:
+            relative = stem + EXTENSIONS[output_format]
+        elif suffix.lower() == ".gif":
+            relative = stem + ".png"
+        return join_url(out_dir, relative)
+
+
+def join_url(base: str, relative: str) -> str:
+    if is_s3_url(base):
+        return base.rstrip("/") + "/" + relative
+    return str(local_path(base) / relative)
+
+
+def is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def expand_inputs(inputs: list[str], out_dir: str, storage: StorageRouter) -> list[WorkItem]:
+    """Files as given; folders and S3 prefixes recursively (image suffixes only), keeping relative paths."""
+    items: list[WorkItem] = []
+    out_root = None if is_s3_url(out_dir) else local_path(out_dir).resolve()
+    for given in inputs:
+        if is_s3_url(given):
+            items.extend(_expand_s3(given, storage))
+            continue
+        path = local_path(given)
+        if path.is_file():
+            items.append(WorkItem(str(path), path.name))
+        elif path.is_dir():
+            for info in storage.local.list(str(path)):
+                file = Path(info.url)
+                if out_root is not None and file.resolve().is_relative_to(out_root):
+                    continue  # never feed our own outputs back in
+                if is_image_name(file.name):
+                    items.append(WorkItem(str(file), file.relative_to(path).as_posix()))
+        else:
+            raise InvalidJobError(f"{given}: no such file or folder")
+    return items
+
+
+def _expand_s3(url: str, storage: StorageRouter) -> list[WorkItem]:
+    bucket, key = split_s3_url(url)
+    if key and not key.endswith("/") and storage.s3.head(url) is not None:
+        return [WorkItem(url, posixpath.basename(key))]
+    prefix = key if not key or key.endswith("/") else key + "/"
+    found = [
+        WorkItem(info.url, info.url[len(f"s3://{bucket}/{prefix}"):])
+        for info in storage.s3.list(f"s3://{bucket}/{prefix}")
+        if is_image_name(info.url)
+    ]
+    if not found:
+        raise InvalidJobError(f"{url}: no such object, and no images under that prefix")
+    return found
+
+
+def check_collisions(items: list[WorkItem], out_dir: str, output_format: str | None) -> None:
+    seen: dict[str, str] = {}
+    for item in items:
+        target = item.output_url(out_dir, output_format)
+        if target in seen:
+            raise InvalidJobError(
+                f"{seen[target]} and {item.input_url} would both be written to {target}; "
+                "run them separately or into different output folders"
+            )
+        seen[target] = item.input_url
+
+
+@cli.command()
+@click.option("--task", "-t", type=click.Choice([t.value for t in Task]), required=True)
+@click.option("--profile", type=click.Choice([p.value for p in Profile]), default="auto", show_default=True,
+              help="Denoise profile: document pages, photos, or guess per image.")
+@click.option("--output", "-o", "out_dir", required=True, help="Output folder (or s3://bucket/prefix/).")
+@click.option("--format", "output_format", help="png, jpeg, tiff, webp or bmp (default: each input's format).")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100))
+@click.option("--tile-size", type=click.IntRange(32, 4096))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--verbose", "-v", is_flag=True)
+@click.argument("inputs", nargs=-1, required=True)
+def run(task, profile, out_dir, output_format, jpeg_quality, tile_size, as_json, verbose, inputs) -> None:
+    """Restore INPUTS (image files, folders, s3:// URLs or prefixes) into the output folder, in this process.
+
+    Folders are walked recursively and each file keeps its path relative to the folder given.
+    Exit status: 0 when every image was restored, 1 when any failed, 2 on a usage error.
+    """
+    quiet_logging(verbose)
+    config = settings()
+    console = Console(stderr=True)
+    try:
+        fmt = normalize_format(output_format)
+        options = JobOptions(output_format=fmt, jpeg_quality=jpeg_quality, tile_size=tile_size)
+        restorer = Restorer(config)
+        items = expand_inputs(list(inputs), out_dir, restorer.storage)
+        check_collisions(items, out_dir, fmt)
+    except ImgRestoreError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        sys.exit(EXIT_USAGE)
+    if not items:
+        console.print("[red]error:[/red] no images found in the inputs given")
+        sys.exit(EXIT_USAGE)
+
+    results: list[dict] = []
+    started = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False, disable=as_json) as progress:
+        bar = progress.add_task(f"{task}", total=len(items), failed=0)
+        failed = 0
+        for item in items:
+            job = Job(task=Task(task), profile=Profile(profile), input_url=item.input_url,
+                      output_url=item.output_url(out_dir, fmt), options=options)
+            results.append(_restore_one(restorer, job))
+            failed += results[-1]["state"] == "failed"
+            progress.update(bar, advance=1, failed=failed)
+
+    elapsed = time.perf_counter() - started
+    _report(console, results, elapsed, as_json)
+    if any(r["state"] == "failed" for r in results):
+        sys.exit(EXIT_FAILED)
+
+
+def _restore_one(restorer: Restorer, job: Job) -> dict:
+    record = {"input": job.input_url, "output": job.output_url}
+    try:
+        outcome = restorer.restore(job)
+    except ImgRestoreError as exc:
+        return record | {"state": "failed", "error": {"type": exc.code, "message": exc.message}}
+    except Exception as exc:  # one bad file must not stop the batch
+        return record | {"state": "failed", "error": {"type": "internal", "message": f"{type(exc).__name__}: {exc}"}}
+    return record | {
+        "state": "succeeded",
+        "provider": outcome.provider,
+        "model": outcome.result.model,
+        "megapixels": outcome.result.megapixels,
+        "timings": outcome.timings.model_dump(),
+    }
+
+
+def _report(console: Console, results: list[dict], elapsed: float, as_json: bool) -> None:
+    ok = [r for r in results if r["state"] == "succeeded"]
+    bad = [r for r in results if r["state"] == "failed"]
+    megapixels = sum(r["megapixels"] for r in ok)
+    summary = {"succeeded": len(ok), "failed": len(bad), "seconds": round(elapsed, 3),
+               "megapixels": round(megapixels, 3), "provider": ok[0]["provider"] if ok else None,
+               "failures": [{"input": r["input"], **r["error"]} for r in bad], "results": results}
+    if as_json:
+        echo_json(summary)
+        return
+    console.print(
+        f"[green]{len(ok)} restored[/green], [red]{len(bad)} failed[/red] in {elapsed:.1f} s "
+        f"({megapixels:.2f} MP{', ' + summary['provider'] if ok else ''}); outputs under the folder given"
+    )
+    if bad:
+        table = Table("input", "reason", title="Failed", title_justify="left")
+        for r in bad:
+            table.add_row(r["input"], f"{r['error']['type']}: {r['error']['message']}")
+        console.print(table)

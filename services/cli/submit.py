@@ -1,0 +1,46 @@
+"""``imgrestore submit``: queue one job for the workers."""
+
+from __future__ import annotations
+
+import click
+
+from ..celery_app import app
+from ..jobs import JobOptions, JobRequest, JobState, Profile, Task
+from ..submission import Submitter
+from .common import EXIT_FAILED, cli, job_store, print_job, reports_errors, settings
+
+
+@cli.command()
+@click.option("--task", "-t", type=click.Choice([t.value for t in Task]), required=True)
+@click.option("--profile", type=click.Choice([p.value for p in Profile]), default="auto", show_default=True,
+              help="Denoise profile.")
+@click.option("--output", "output_url", help="Output URL; default: restored/<variant>/ next to the input.")
+@click.option("--format", "output_format", help="png, jpeg, tiff, webp or bmp (default: the input's).")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100))
+@click.option("--wait", is_flag=True, help="Block until the job finishes; print it; exit 1 if it failed.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON object instead of its id.")
+@click.argument("input_url")
+@reports_errors
+def submit(task, profile, output_url, output_format, jpeg_quality, wait, timeout, as_json, input_url) -> None:
+    """Queue INPUT_URL (s3://bucket/key or a path the workers can read) for restoration."""
+    config = settings()
+    submitter = Submitter(config, job_store(config), app)
+    request = JobRequest(
+        task=Task(task),
+        profile=Profile(profile),
+        input_url=input_url,
+        output_url=output_url,
+        options=JobOptions(output_format=output_format, jpeg_quality=jpeg_quality),
+    )
+    job = submitter.submit(request)
+    if not wait:
+        if as_json:
+            click.echo(job.model_dump_json())
+        else:
+            click.echo(job.id)
+        return
+    job = submitter.wait(job.id, timeout=timeout)
+    print_job(job)
+    if job.state is not JobState.succeeded:
+        raise SystemExit(EXIT_FAILED)

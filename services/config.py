@@ -1,0 +1,86 @@
+"""Settings, read from ``IMGRESTORE_*`` environment variables (documented in README.md)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGED_MODEL_DIR = Path(__file__).parent / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMGRESTORE_", extra="ignore")
+
+    # --- Redis: broker, Celery result backend and job store ---
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("imgrestore:", description="Prefix of every job-store key in Redis.")
+    job_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, description="How long job records live in Redis.")
+
+    # --- S3 (any S3-compatible endpoint); unset values fall back to boto3's standard chain ---
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_retry_mode: Literal["standard", "adaptive"] = "adaptive"
+    s3_max_attempts: int = Field(5, ge=1, description="boto3's own attempts per request, before a job retry.")
+    s3_connect_timeout: float = 5.0
+    s3_read_timeout: float = 60.0
+    s3_multipart_threshold_mb: int = Field(64, ge=5)
+    s3_multipart_chunksize_mb: int = Field(16, ge=5)
+
+    # --- images ---
+    max_pixels: int = Field(100_000_000, gt=0, description="Decompression-bomb guard: larger images fail.")
+    jpeg_quality: int = Field(95, ge=1, le=100)
+
+    # --- inference ---
+    model_dir: Path = PACKAGED_MODEL_DIR
+    providers: str = Field("auto", description="'auto' (CUDA when available, else CPU) or a comma list.")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 lets ORT decide.")
+    tile_size: int | None = Field(None, ge=32, description="Overrides each model's default tile size.")
+    tile_overlap: int | None = Field(None, ge=0)
+    tile_batch_size: int = Field(4, ge=1)
+
+    # --- queue and retry policy ---
+    queue_prefix: str = "imgrestore."
+    worker_concurrency: int = Field(1, ge=1)
+    visibility_timeout: int = Field(
+        60, ge=5, description="Seconds before an unacknowledged job of a silent worker is delivered again."
+    )
+    lease_renew_interval: float = Field(10.0, gt=0, description="How often a live worker extends its leases.")
+    unacked_restore_interval: int = Field(10, ge=1, description="How often workers sweep for expired leases.")
+    max_retries: int = Field(5, ge=0, description="Retries of a transient failure before the job fails.")
+    retry_backoff_base: float = Field(2.0, gt=0)
+    retry_backoff_max: float = Field(300.0, gt=0)
+    max_lost_deliveries: int = Field(
+        3, ge=1, description="Deliveries whose worker died before the job goes to the dead-letter record."
+    )
+
+    # --- logging ---
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("s3_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _standard_aws_endpoint(self) -> "Settings":
+        # The standard AWS variables name the endpoint when ours is not set.
+        if self.s3_endpoint_url is None:
+            self.s3_endpoint_url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return self
+
+    def queue_for(self, task: str) -> str:
+        return f"{self.queue_prefix}{task}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

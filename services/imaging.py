@@ -1,0 +1,250 @@
+"""Decoding and encoding with limits and colour handling.
+
+Decode rules (documented in README.md, "Images"):
+- PNG, JPEG (and MPO), TIFF, WebP, BMP and single-frame GIF; EXIF orientation is applied.
+- Colour becomes 1 channel (``1``, ``L``, ``LA``, 16-bit and float gray) or 3 channels (everything else); alpha is
+  split off and carried through untouched. ``P`` becomes RGB(A); ``CMYK``/``YCbCr``/``LAB`` become RGB (written
+  back as RGB; a CMYK ICC profile is dropped because it no longer describes the pixels).
+- 16-bit rule: ``I;16*`` and ``I`` gray are kept at 16 bits (``I`` clipped to 0‥65535); ``F`` float gray is read
+  as [0, 1] when its maximum is ≤ 1, else as [0, 255], and kept at 16 bits. 16-bit gray is written as 16-bit where
+  the format allows it (PNG, TIFF) and scaled to 8 bits elsewhere. 48/64-bit RGB(A) is read by Pillow as 8-bit.
+- Animated images and multi-page TIFFs are refused (the job fails with the page count), never half-processed.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import ImageDecodeError, ImageEncodeError, ImageTooLargeError, UnsupportedImageError
+
+# Our own limit (IMGRESTORE_MAX_PIXELS, checked from the header before any pixel is decoded) replaces Pillow's
+# fixed one, which would otherwise refuse images a deployment has chosen to allow.
+Image.MAX_IMAGE_PIXELS = None
+
+# Pillow format name -> what we write when the output keeps the input's format.
+OUTPUT_FORMAT_OF = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "TIFF": "TIFF", "WEBP": "WEBP", "BMP": "BMP", "GIF": "PNG"}
+EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
+CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "TIFF": "image/tiff", "WEBP": "image/webp", "BMP": "image/bmp"}
+FORMAT_ALIASES = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}
+
+_SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
+_ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+_RGB_MODES = {"RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
+
+
+@dataclass
+class DecodedImage:
+    """Pixels as uint8 or uint16 ``(H, W, C)`` with C in {1, 3}; alpha (same dtype, ``(H, W)``) kept apart."""
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None
+    format: str  # Pillow's name of the source format
+    source_mode: str
+    icc_profile: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    exif: bytes | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.pixels.shape[2])
+
+    @property
+    def output_format(self) -> str:
+        """The format a result is written in unless the job asks for another."""
+        return OUTPUT_FORMAT_OF[self.format]
+
+    @property
+    def megapixels(self) -> float:
+        return self.height * self.width / 1e6
+
+
+def normalize_format(name: str | None) -> str | None:
+    if name is None:
+        return None
+    fmt = FORMAT_ALIASES.get(name.strip().lower().lstrip("."))
+    if fmt is None:
+        raise UnsupportedImageError(f"output format {name!r} is not supported; use one of png, jpeg, tiff, webp, bmp")
+    return fmt
+
+
+def decode(data: bytes, max_pixels: int) -> DecodedImage:
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Exception:  # UnidentifiedImageError, or assorted errors on malformed headers
+        looks_like = _sniff(data)
+        if looks_like:
+            raise ImageDecodeError(f"corrupt {looks_like} file: its header cannot be read")
+        raise ImageDecodeError(f"not a recognised image format (file starts with {data[:16]!r})")
+    _check_supported(image, max_pixels)
+    fmt, info = image.format, dict(image.info)
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated {fmt} data: {exc}")
+    return _to_arrays(image, fmt, info)
+
+
+_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+          b"BM": "BMP"}
+
+
+def _sniff(data: bytes) -> str | None:
+    """The format a file's first bytes claim, to tell "corrupt PNG" from "not an image"."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _MAGIC.items() if data.startswith(magic)), None)
+
+
+def _check_supported(image: Image.Image, max_pixels: int) -> None:
+    if image.format not in OUTPUT_FORMAT_OF:
+        raise UnsupportedImageError(f"{image.format} images are not supported; use PNG, JPEG, TIFF, WebP or BMP")
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format != "MPO":  # MPO's extra frames are camera previews/depth maps
+        kind = "multi-page TIFF" if image.format == "TIFF" else f"animated {image.format}"
+        raise UnsupportedImageError(f"{kind} with {frames} frames; split it into single images first")
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"image has no pixels ({width}×{height})")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{width}×{height} = {width * height / 1e6:.1f} MP exceeds the limit of {max_pixels / 1e6:.1f} MP "
+            "(IMGRESTORE_MAX_PIXELS)"
+        )
+    if image.mode not in _GRAY_MODES | _RGB_MODES:
+        raise UnsupportedImageError(f"pixel mode {image.mode} is not supported")
+
+
+def _to_arrays(image: Image.Image, fmt: str, info: dict) -> DecodedImage:
+    mode = image.mode
+    icc = info.get("icc_profile") or None
+    alpha = None
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        pixels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)[..., None]
+    elif mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0
+        pixels = np.round(np.clip(values / scale, 0.0, 1.0) * 65535).astype(np.uint16)[..., None]
+    elif mode in ("1", "L", "LA", "La"):
+        if mode in ("LA", "La"):
+            image = image.convert("LA")
+            alpha = np.asarray(image.getchannel("A"))
+        pixels = np.asarray(image.convert("L"))[..., None]
+    else:
+        has_alpha = mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in info)
+        if has_alpha:
+            image = image.convert("RGBA")
+            alpha = np.asarray(image.getchannel("A"))
+        if mode == "CMYK" or (icc and _icc_space(icc) not in (b"RGB ", None)):
+            icc = None
+        pixels = np.asarray(image.convert("RGB"))
+    dpi = info.get("dpi")
+    exif = image.getexif()
+    return DecodedImage(
+        pixels=np.ascontiguousarray(pixels),
+        alpha=None if alpha is None else np.ascontiguousarray(alpha),
+        format=fmt,
+        source_mode=mode,
+        icc_profile=icc,
+        dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
+        exif=exif.tobytes() if len(exif) else None,
+    )
+
+
+def _icc_space(icc: bytes) -> bytes | None:
+    """The data colour space signature in an ICC header (b'RGB ', b'GRAY', b'CMYK'…)."""
+    return icc[16:20] if len(icc) >= 20 else None
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    data: bytes
+    format: str
+    mode: str
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
+
+
+def encode(
+    pixels: np.ndarray,
+    alpha: np.ndarray | None,
+    fmt: str,
+    *,
+    jpeg_quality: int = 95,
+    icc_profile: bytes | None = None,
+    dpi: tuple[float, float] | None = None,
+    exif: bytes | None = None,
+) -> EncodedImage:
+    """Writes ``pixels`` (uint8/uint16, (H, W, 1|3)) and optional alpha in ``fmt``, keeping what metadata fits."""
+    image = _to_pil(pixels, alpha, fmt)
+    kwargs: dict = {}
+    if icc_profile and _icc_space(icc_profile) == (b"GRAY" if image.mode in ("L", "LA", "I;16") else b"RGB "):
+        kwargs["icc_profile"] = icc_profile
+    if dpi and fmt != "WEBP":
+        kwargs["dpi"] = dpi
+    if exif and fmt in ("JPEG", "PNG", "TIFF", "WEBP"):
+        kwargs["exif"] = exif
+    if fmt == "JPEG":
+        kwargs.update(quality=jpeg_quality, optimize=False)
+    elif fmt == "WEBP":
+        kwargs.update(quality=jpeg_quality, method=4)
+    elif fmt == "TIFF":
+        kwargs.update(compression="tiff_adobe_deflate")
+    elif fmt == "PNG":
+        kwargs.update(compress_level=6)
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=fmt, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ImageEncodeError(f"could not write {fmt} ({image.mode} {image.width}×{image.height}): {exc}")
+    return EncodedImage(buffer.getvalue(), fmt, image.mode)
+
+
+def _to_pil(pixels: np.ndarray, alpha: np.ndarray | None, fmt: str) -> Image.Image:
+    channels = pixels.shape[2]
+    sixteen = pixels.dtype == np.uint16
+    if sixteen and (channels == 3 or fmt not in _SIXTEEN_BIT_FORMATS or alpha is not None):
+        pixels, sixteen = to_uint8(pixels), False
+    if alpha is not None and alpha.dtype != np.uint8:
+        alpha = to_uint8(alpha)
+    if fmt == "JPEG" and alpha is not None:
+        pixels, alpha = _flatten_on_white(pixels, alpha), None
+    if alpha is not None and fmt not in _ALPHA_FORMATS and fmt != "BMP":
+        alpha = None
+    # Pillow infers the mode from shape and dtype: (H, W) uint16 → I;16, uint8 → L, (H, W, 2|3|4) → LA|RGB|RGBA.
+    if sixteen:
+        return Image.fromarray(np.ascontiguousarray(pixels[..., 0]))
+    if channels == 1 and fmt == "WEBP":  # WebP has no gray mode
+        pixels = np.repeat(pixels, 3, axis=2)
+    planes = pixels if alpha is None else np.dstack([pixels, alpha])
+    return Image.fromarray(np.ascontiguousarray(planes[..., 0] if planes.shape[2] == 1 else planes))
+
+
+def _flatten_on_white(pixels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """JPEG has no alpha: composite over white, as viewers show a transparent image."""
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    return np.round(pixels.astype(np.float32) * a + 255.0 * (1.0 - a)).astype(np.uint8)
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    if values.dtype == np.uint8:
+        return values
+    return np.round(values.astype(np.float32) / 257.0).astype(np.uint8)

@@ -1,0 +1,166 @@
+"""What a job is: its request, its state and what it produced."""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from .imaging import EXTENSIONS, normalize_format
+
+
+class Task(str, Enum):
+    denoise = "denoise"
+    colorize = "colorize"
+    watermark = "watermark"
+
+
+class Profile(str, Enum):
+    document = "document"
+    photo = "photo"
+    auto = "auto"
+
+
+class JobState(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.succeeded, JobState.failed)
+
+
+class JobOptions(BaseModel):
+    """Per-job knobs; anything left unset takes the service settings."""
+
+    model_config = {"extra": "forbid"}
+
+    output_format: str | None = Field(None, description="png, jpeg, tiff, webp or bmp; default: the input's format")
+    jpeg_quality: int | None = Field(None, ge=1, le=100)
+    tile_size: int | None = Field(None, ge=32, le=4096)
+
+    @field_validator("output_format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        return normalize_format(value) if value else None
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+    transient: bool = False
+
+
+class StageTimings(BaseModel):
+    """Seconds spent in each stage of the job's last attempt."""
+
+    download: float | None = None
+    decode: float | None = None
+    infer: float | None = None
+    encode: float | None = None
+    upload: float | None = None
+
+    @property
+    def total(self) -> float:
+        return sum(v for v in self.model_dump().values() if v is not None)
+
+
+class OutputInfo(BaseModel):
+    width: int
+    height: int
+    mode: str
+    format: str
+    bytes: int
+    megapixels: float
+    model: str
+    profile: str | None = None
+    tiles: int
+
+
+class JobRequest(BaseModel):
+    """What a client asks for. The output URL is derived from the input when not given."""
+
+    task: Task
+    input_url: str = Field(min_length=1)
+    output_url: str | None = None
+    profile: Profile = Profile.auto
+    options: JobOptions = Field(default_factory=JobOptions)
+    batch_id: str | None = None
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Job(BaseModel):
+    id: str = Field(default_factory=new_job_id)
+    task: Task
+    profile: Profile = Profile.auto
+    input_url: str
+    output_url: str
+    options: JobOptions = Field(default_factory=JobOptions)
+    batch_id: str | None = None
+    state: JobState = JobState.queued
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = Field(0, description="Deliveries to a worker (a redelivered job shows 2).")
+    retries: int = Field(0, description="Retries scheduled after transient errors.")
+    lost: int = Field(0, description="Deliveries whose worker died before finishing.")
+    error: JobError | None = None
+    timings: StageTimings = Field(default_factory=StageTimings)
+    provider: str | None = None
+    worker: str | None = None
+    result: OutputInfo | None = None
+
+    @classmethod
+    def from_request(cls, request: JobRequest, **fields: Any) -> "Job":
+        output = request.output_url or derive_output_url(
+            request.input_url, request.task, request.profile, request.options.output_format
+        )
+        return cls(
+            task=request.task,
+            profile=request.profile,
+            input_url=request.input_url,
+            output_url=output,
+            options=request.options,
+            batch_id=request.batch_id,
+            **fields,
+        )
+
+    @property
+    def variant(self) -> str:
+        return variant_name(self.task, self.profile)
+
+
+def variant_name(task: Task | str, profile: Profile | str) -> str:
+    task = Task(task)
+    return f"{task.value}-{Profile(profile).value}" if task is Task.denoise else task.value
+
+
+def derive_output_url(
+    input_url: str, task: Task | str, profile: Profile | str = Profile.auto, output_format: str | None = None
+) -> str:
+    """The default, deterministic output location: ``restored/<variant>/`` next to the input.
+
+    ``s3://b/scans/p1.png`` → ``s3://b/scans/restored/denoise-auto/p1.png``;
+    ``/data/p1.tif`` → ``/data/restored/denoise-auto/p1.tif``. With an explicit output format the extension
+    follows it (and a GIF input gets ``.png``, the format it is written in). Re-running the same job writes the same key.
+    """
+    head, name = posixpath.split(input_url)
+    stem, suffix = posixpath.splitext(name)
+    if output_format:
+        name = stem + EXTENSIONS[normalize_format(output_format)]
+    elif suffix.lower() == ".gif":  # GIF input is written as PNG
+        name = stem + ".png"
+    return posixpath.join(head, "restored", variant_name(task, profile), name)

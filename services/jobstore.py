@@ -1,0 +1,213 @@
+"""Job records in Redis: one hash per job (TTL'd), so status works without the Celery result backend.
+
+Keys (all under ``settings.key_prefix``):
+- ``job:<id>``     hash of the job's fields (nested ones as JSON)
+- ``lease:<id>``   the worker currently running the job; it expires unless that worker keeps renewing it
+- ``jobs:recent``  sorted set of job ids by creation time (trimmed), for status pages
+- ``dead``         sorted set of permanently failed job ids by failure time (the dead-letter record)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from .errors import JobNotFoundError
+from .jobs import Job, JobError, JobState, OutputInfo, StageTimings, utcnow
+
+_JSON_FIELDS = ("options", "error", "timings", "result")
+RECENT_LIMIT = 10_000
+
+# Atomically: refuse when another live worker holds the lease; otherwise take it, count the delivery and, when the
+# previous delivery never finished (state still ``running``), count that one as lost.
+_START_SCRIPT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'missing'} end
+if state == 'succeeded' or state == 'failed' then return {'finished', state} end
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[2] then return {'leased', owner} end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+local lost = tonumber(redis.call('HGET', KEYS[1], 'lost') or '0')
+if state == 'running' then
+  lost = lost + 1
+  redis.call('HSET', KEYS[1], 'lost', lost)
+end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
+return {'started', attempts, lost}
+"""
+
+_RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class StartOutcome:
+    """What ``JobStore.start`` found: ``started``, ``finished`` (a duplicate delivery), ``leased`` or ``missing``."""
+
+    status: str
+    attempts: int = 0
+    lost: int = 0
+    detail: str | None = None
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, prefix: str = "imgrestore:", ttl_seconds: int = 7 * 24 * 3600) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.ttl = ttl_seconds
+        self._start = client.register_script(_START_SCRIPT)
+        self._renew = client.register_script(_RENEW_SCRIPT)
+        self._release = client.register_script(_RELEASE_SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "imgrestore:", ttl_seconds: int = 7 * 24 * 3600) -> "JobStore":
+        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, socket_timeout=30)
+        return cls(client, prefix, ttl_seconds)
+
+    # --- keys ---
+    def job_key(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def lease_key(self, job_id: str) -> str:
+        return f"{self.prefix}lease:{job_id}"
+
+    @property
+    def recent_key(self) -> str:
+        return f"{self.prefix}jobs:recent"
+
+    @property
+    def dead_key(self) -> str:
+        return f"{self.prefix}dead"
+
+    # --- records ---
+    def create(self, job: Job) -> Job:
+        key = self.job_key(job.id)
+        with self.redis.pipeline() as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=_encode(job))
+            pipe.expire(key, self.ttl)
+            pipe.zadd(self.recent_key, {job.id: job.created_at.timestamp()})
+            pipe.zremrangebyrank(self.recent_key, 0, -RECENT_LIMIT - 1)
+            pipe.execute()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        raw = self.redis.hgetall(self.job_key(job_id))
+        if not raw:
+            raise JobNotFoundError(f"no job {job_id!r} (unknown id, or its record expired)")
+        return _decode(raw)
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.redis.exists(self.job_key(job_id)))
+
+    def recent(self, limit: int = 50) -> list[Job]:
+        ids = self.redis.zrevrange(self.recent_key, 0, limit - 1)
+        return [job for job in (self._get_or_none(i) for i in ids) if job is not None]
+
+    def _get_or_none(self, job_id: str) -> Job | None:
+        try:
+            return self.get(job_id)
+        except JobNotFoundError:
+            return None
+
+    # --- state transitions ---
+    def start(self, job_id: str, worker: str, lease_ms: int) -> StartOutcome:
+        reply = self._start(
+            keys=[self.job_key(job_id), self.lease_key(job_id)],
+            args=[utcnow().isoformat(), worker, lease_ms],
+        )
+        status = reply[0]
+        if status == "started":
+            return StartOutcome(status, attempts=int(reply[1]), lost=int(reply[2]))
+        return StartOutcome(status, detail=reply[1] if len(reply) > 1 else None)
+
+    def renew_lease(self, job_id: str, worker: str, lease_ms: int) -> bool:
+        return bool(self._renew(keys=[self.lease_key(job_id)], args=[worker, lease_ms]))
+
+    def release_lease(self, job_id: str, worker: str) -> None:
+        self._release(keys=[self.lease_key(job_id)], args=[worker])
+
+    def succeed(self, job_id: str, result: OutputInfo, timings: StageTimings, provider: str | None) -> None:
+        self._update(
+            job_id,
+            {"state": JobState.succeeded.value, "finished_at": utcnow().isoformat(), "result": result,
+             "timings": timings, "provider": provider or ""},
+            delete=("error",),
+        )
+
+    def fail(self, job_id: str, error: JobError, timings: StageTimings | None = None) -> None:
+        fields: dict[str, Any] = {"state": JobState.failed.value, "finished_at": utcnow().isoformat(), "error": error}
+        if timings is not None:
+            fields["timings"] = timings
+        self._update(job_id, fields)
+        self.redis.zadd(self.dead_key, {job_id: utcnow().timestamp()})
+
+    def schedule_retry(self, job_id: str, error: JobError) -> int:
+        """Back to ``queued`` with the reason kept; returns the retry count."""
+        key = self.job_key(job_id)
+        with self.redis.pipeline() as pipe:
+            pipe.hincrby(key, "retries", 1)
+            pipe.hset(key, mapping={"state": JobState.queued.value, "error": error.model_dump_json()})
+            retries, _ = pipe.execute()
+        return int(retries)
+
+    def requeue(self, job_id: str) -> Job:
+        """Resets a finished job to ``queued`` for another run (the ``retry`` command); history counters stay."""
+        job = self.get(job_id)
+        self._update(job_id, {"state": JobState.queued.value}, delete=("error", "finished_at", "result"))
+        self.redis.zrem(self.dead_key, job_id)
+        return job.model_copy(update={"state": JobState.queued, "error": None, "finished_at": None, "result": None})
+
+    def dead_letters(self, limit: int = 100) -> list[str]:
+        return list(self.redis.zrevrange(self.dead_key, 0, limit - 1))
+
+    def _update(self, job_id: str, fields: dict[str, Any], delete: tuple[str, ...] = ()) -> None:
+        key = self.job_key(job_id)
+        mapping = {k: _encode_value(v) for k, v in fields.items()}
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, mapping=mapping)
+            if delete:
+                pipe.hdel(key, *delete)
+            pipe.expire(key, self.ttl)
+            pipe.execute()
+
+
+def _encode_value(value: Any) -> str:
+    if hasattr(value, "model_dump_json"):
+        return value.model_dump_json()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "value"):  # enums
+        return str(value.value)
+    return "" if value is None else str(value)
+
+
+def _encode(job: Job) -> dict[str, str]:
+    data = job.model_dump(mode="json")
+    out: dict[str, str] = {}
+    for name, value in data.items():
+        if value is None:
+            continue
+        out[name] = json.dumps(value) if name in _JSON_FIELDS else str(value)
+    return out
+
+
+def _decode(raw: dict[str, str]) -> Job:
+    data: dict[str, Any] = {}
+    for name, value in raw.items():
+        if value == "":
+            continue
+        data[name] = json.loads(value) if name in _JSON_FIELDS else value
+    return Job.model_validate(data)

@@ -1,0 +1,103 @@
+"""The one path every job takes, in-process (``imgrestore run``) or in a Celery worker.
+
+input URL → storage.read → imaging.decode → inference (tiles → ORT → blend) → imaging.encode → storage.write
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from collections.abc import Iterator
+
+from .config import Settings
+from .content import guess_profile
+from .imaging import decode, encode
+from .inference import TileSettings, run_model
+from .jobs import Job, OutputInfo, Profile, StageTimings, Task
+from .registry import ModelRegistry
+from .storage import StorageRouter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RestoreOutcome:
+    result: OutputInfo
+    timings: StageTimings
+    provider: str
+
+
+@contextmanager
+def _stage(timings: StageTimings, name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        setattr(timings, name, round(time.perf_counter() - started, 6))
+
+
+class Restorer:
+    """Holds what a process keeps between jobs (storage clients, model sessions) and restores one job at a time."""
+
+    def __init__(self, settings: Settings, storage: StorageRouter | None = None, registry: ModelRegistry | None = None):
+        self.settings = settings
+        self.storage = storage or StorageRouter(settings)
+        self.registry = registry or ModelRegistry(settings.model_dir, settings.providers, settings.intra_op_threads)
+
+    def restore(self, job: Job, timings: StageTimings | None = None) -> RestoreOutcome:
+        """Runs ``job`` end to end. ``timings`` is filled stage by stage, so a failure still shows where it was."""
+        timings = timings if timings is not None else StageTimings()
+        with _stage(timings, "download"):
+            data = self.storage.read(job.input_url)
+        with _stage(timings, "decode"):
+            image = decode(data, self.settings.max_pixels)
+            del data
+        with _stage(timings, "infer"):
+            profile = self._profile(job, image.pixels)
+            spec = self.registry.resolve(job.task.value, profile)
+            model = self.registry.load(spec)
+            tiling = TileSettings(
+                tile_size=job.options.tile_size or self.settings.tile_size or spec.tiling.tile_size,
+                overlap=self.settings.tile_overlap if self.settings.tile_overlap is not None else spec.tiling.overlap,
+                batch_size=self.settings.tile_batch_size,
+            )
+            output = run_model(model, image.pixels, tiling, keeps_gray=job.task is not Task.colorize)
+        with _stage(timings, "encode"):
+            encoded = encode(
+                output.pixels,
+                image.alpha,
+                job.options.output_format or image.output_format,
+                jpeg_quality=job.options.jpeg_quality or self.settings.jpeg_quality,
+                icc_profile=image.icc_profile,
+                dpi=image.dpi,
+                exif=image.exif,
+            )
+        with _stage(timings, "upload"):
+            self.storage.write(job.output_url, encoded.data, encoded.content_type)
+        result = OutputInfo(
+            width=image.width,
+            height=image.height,
+            mode=encoded.mode,
+            format=encoded.format,
+            bytes=len(encoded.data),
+            megapixels=round(image.megapixels, 6),
+            model=spec.qualified_name,
+            profile=profile,
+            tiles=output.tiles,
+        )
+        log.info(
+            "job restored",
+            extra={"job_id": job.id, "task": job.task.value, "model": spec.qualified_name,
+                   "provider": model.provider, "megapixels": result.megapixels, "timings": timings.model_dump()},
+        )
+        return RestoreOutcome(result=result, timings=timings, provider=model.provider)
+
+    @staticmethod
+    def _profile(job: Job, pixels) -> str | None:
+        if job.task is not Task.denoise:
+            return None
+        if job.profile is Profile.auto:
+            return guess_profile(pixels)
+        return job.profile.value

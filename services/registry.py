@@ -1,0 +1,184 @@
+"""Model manifest, sha256 verification and lazily created ONNX Runtime sessions (one per model per process)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigurationError, ModelChecksumError, ModelManifestError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+
+
+class TensorSpec(BaseModel):
+    """One input or output of a model: float32, NCHW, dynamic batch/height/width."""
+
+    name: str
+    channels: Literal[1, 3]
+    color_space: Literal["gray", "rgb"]
+    value_range: tuple[float, float] = (0.0, 1.0)
+    layout: Literal["NCHW"] = "NCHW"
+
+
+class TilingSpec(BaseModel):
+    tile_size: int = Field(256, ge=32)
+    overlap: int = Field(32, ge=0)
+    multiple_of: int = Field(8, ge=1, description="Height and width fed to the model must be multiples of this.")
+
+
+class ModelSpec(BaseModel):
+    """One entry of ``manifest.json``. Extra keys (architecture, metrics, training…) are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    version: str = "1"
+    task: Literal["denoise", "colorize", "watermark"]
+    profile: Literal["document", "photo"] | None = None
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    input: TensorSpec
+    output: TensorSpec
+    tiling: TilingSpec = TilingSpec()
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Manifest(BaseModel):
+    schema_version: Literal[1] = 1
+    models: list[ModelSpec]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(model_dir: Path) -> Manifest:
+    path = Path(model_dir) / MANIFEST_NAME
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelManifestError(f"no model manifest at {path}; set IMGRESTORE_MODEL_DIR to a folder with one")
+    except json.JSONDecodeError as exc:
+        raise ModelManifestError(f"model manifest {path} is not valid JSON: {exc}")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ModelManifestError(f"model manifest {path} is invalid: {exc}")
+
+
+def choose_providers(setting: str, available: list[str]) -> list[str]:
+    """'auto' picks CUDA when this onnxruntime build offers it (CPU stays as the fallback), else CPU."""
+    if setting.strip().lower() == "auto":
+        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+    wanted = [p.strip() for p in setting.split(",") if p.strip()]
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise ConfigurationError(
+            f"IMGRESTORE_PROVIDERS asks for {', '.join(missing)}, but this onnxruntime offers only "
+            f"{', '.join(available)} (install imgrestore[gpu] for CUDA)"
+        )
+    return wanted
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    session: Any  # onnxruntime.InferenceSession
+    provider: str
+    load_seconds: float
+
+    def run(self, batch: Any) -> Any:
+        return self.session.run([self.spec.output.name], {self.spec.input.name: batch})[0]
+
+
+class ModelRegistry:
+    """Finds models through the manifest and keeps one verified session per model for this process."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        providers: str = "auto",
+        intra_op_threads: int = 0,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.providers_setting = providers
+        self.intra_op_threads = intra_op_threads
+        self._manifest: Manifest | None = None
+        self._sessions: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            self._manifest = load_manifest(self.model_dir)
+        return self._manifest
+
+    def resolve(self, task: str, profile: str | None = None) -> ModelSpec:
+        """The model that serves ``task`` (and, for denoise, ``profile``)."""
+        for spec in self.manifest.models:
+            if spec.task == task and (profile is None or spec.profile in (None, profile)):
+                return spec
+        wanted = task if profile is None else f"{task}/{profile}"
+        have = ", ".join(f"{m.name} ({m.task}/{m.profile or '-'})" for m in self.manifest.models) or "none"
+        raise ModelNotFoundError(f"no model for {wanted} in {self.model_dir / MANIFEST_NAME} (have: {have})")
+
+    def get(self, name: str) -> ModelSpec:
+        for spec in self.manifest.models:
+            if spec.name == name:
+                return spec
+        raise ModelNotFoundError(f"no model named {name!r} in {self.model_dir / MANIFEST_NAME}")
+
+    def load(self, spec: ModelSpec) -> LoadedModel:
+        """The session for ``spec``, created (and its file sha256-verified) on first use."""
+        with self._lock:
+            loaded = self._sessions.get(spec.name)
+            if loaded is None:
+                loaded = self._create(spec)
+                self._sessions[spec.name] = loaded
+            return loaded
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._sessions.values())
+
+    def _create(self, spec: ModelSpec) -> LoadedModel:
+        import onnxruntime as ort  # imported here so that settings/CLI work without a runtime installed
+
+        path = self.model_dir / spec.file
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file {path} for {spec.name} is missing")
+        started = time.perf_counter()
+        data = path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != spec.sha256:
+            raise ModelChecksumError(
+                f"model {spec.name}: {path} has sha256 {actual}, the manifest says {spec.sha256}; "
+                "the file is corrupt or was replaced without updating manifest.json"
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.intra_op_threads:
+            options.intra_op_num_threads = self.intra_op_threads
+        providers = choose_providers(self.providers_setting, ort.get_available_providers())
+        session = ort.InferenceSession(data, sess_options=options, providers=providers)
+        provider = session.get_providers()[0]
+        seconds = time.perf_counter() - started
+        log.info("model loaded", extra={"model": spec.qualified_name, "provider": provider, "seconds": seconds})
+        return LoadedModel(spec=spec, session=session, provider=provider, load_seconds=seconds)

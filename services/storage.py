@@ -1,0 +1,255 @@
+"""Images addressed by URL: ``s3://bucket/key`` (boto3, any S3-compatible endpoint) or local paths / ``file://``.
+
+Writes never expose a half-written result: local files are written to a temp file in the same folder and renamed;
+S3 objects appear whole (a single PUT, or a multipart upload that completes atomically).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlparse
+
+from .config import Settings
+from .errors import (
+    InputNotFoundError,
+    StorageAccessError,
+    TransientStorageError,
+    UnsupportedURLError,
+)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    url: str
+    size: int
+    etag: str | None = None
+
+
+class Storage(Protocol):
+    def read(self, url: str) -> bytes: ...
+
+    def write(self, url: str, data: bytes, content_type: str | None = None) -> None: ...
+
+    def exists(self, url: str) -> bool: ...
+
+    def list(self, prefix_url: str) -> Iterator[ObjectInfo]: ...
+
+
+def is_s3_url(url: str) -> bool:
+    return url.startswith("s3://")
+
+
+def local_path(url: str) -> Path:
+    """The filesystem path of a local URL (a plain path or ``file://``)."""
+    if url.startswith("file://"):
+        parsed = urlparse(url)
+        if parsed.netloc not in ("", "localhost"):
+            raise UnsupportedURLError(f"{url}: file:// URLs must name a local path (file:///path)")
+        return Path(unquote(parsed.path))
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise UnsupportedURLError(f"{url}: unsupported scheme {scheme!r}; use s3://bucket/key or a local path")
+    return Path(url)
+
+
+def split_s3_url(url: str) -> tuple[str, str]:
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise UnsupportedURLError(f"{url}: expected s3://bucket/key")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+class LocalStorage:
+    def read(self, url: str) -> bytes:
+        path = local_path(url)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise InputNotFoundError(f"{path}: no such file")
+        except IsADirectoryError:
+            raise InputNotFoundError(f"{path}: is a folder, not an image file")
+        except PermissionError:
+            raise StorageAccessError(f"{path}: permission denied")
+
+    def write(self, url: str, data: bytes, content_type: str | None = None) -> None:
+        path = local_path(url)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        except PermissionError:
+            raise StorageAccessError(f"{path.parent}: permission denied")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the whole new one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def exists(self, url: str) -> bool:
+        return local_path(url).is_file()
+
+    def list(self, prefix_url: str) -> Iterator[ObjectInfo]:
+        root = local_path(prefix_url)
+        if root.is_file():
+            yield ObjectInfo(str(root), root.stat().st_size)
+            return
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                if not name.startswith("."):
+                    yield ObjectInfo(str(path), path.stat().st_size)
+
+
+class S3Storage:
+    """boto3 client configured from settings; boto retries each request, then errors are classified."""
+
+    def __init__(self, settings: Settings) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        config = Config(
+            retries={"mode": settings.s3_retry_mode, "max_attempts": settings.s3_max_attempts},
+            connect_timeout=settings.s3_connect_timeout,
+            read_timeout=settings.s3_read_timeout,
+            s3={"addressing_style": settings.s3_addressing_style},
+            region_name=settings.s3_region,
+        )
+        secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+        self.client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=secret,
+            config=config,
+        )
+        mb = 1024 * 1024
+        self.transfer = TransferConfig(
+            multipart_threshold=settings.s3_multipart_threshold_mb * mb,
+            multipart_chunksize=settings.s3_multipart_chunksize_mb * mb,
+            use_threads=True,
+            max_concurrency=4,
+        )
+
+    def read(self, url: str) -> bytes:
+        bucket, key = split_s3_url(url)
+        buffer = io.BytesIO()
+        with _classified(url):
+            self.client.download_fileobj(bucket, key, buffer, Config=self.transfer)
+        return buffer.getvalue()
+
+    def write(self, url: str, data: bytes, content_type: str | None = None) -> None:
+        bucket, key = split_s3_url(url)
+        extra = {"ContentType": content_type} if content_type else None
+        with _classified(url):
+            self.client.upload_fileobj(io.BytesIO(data), bucket, key, ExtraArgs=extra, Config=self.transfer)
+
+    def exists(self, url: str) -> bool:
+        return self.head(url) is not None
+
+    def head(self, url: str) -> ObjectInfo | None:
+        bucket, key = split_s3_url(url)
+        try:
+            with _classified(url):
+                meta = self.client.head_object(Bucket=bucket, Key=key)
+        except InputNotFoundError:
+            return None
+        return ObjectInfo(url, int(meta["ContentLength"]), meta.get("ETag", "").strip('"') or None)
+
+    def list(self, prefix_url: str) -> Iterator[ObjectInfo]:
+        """Page by page (1000 keys a request), so memory stays flat for any number of keys."""
+        bucket, prefix = split_s3_url(prefix_url)
+        paginator = self.client.get_paginator("list_objects_v2")
+        with _classified(prefix_url):
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", ()):
+                    yield ObjectInfo(f"s3://{bucket}/{item['Key']}", int(item["Size"]), item["ETag"].strip('"'))
+
+
+class _classified:
+    """Turns boto/botocore failures into our permanent vs transient storage errors."""
+
+    _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+    _ACCESS = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled"}
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            return False
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in self._NOT_FOUND or status == 404 and code != "NoSuchBucket":
+                raise InputNotFoundError(f"{self.url}: no such object") from None
+            if code in self._ACCESS or status in (401, 403):
+                raise StorageAccessError(f"{self.url}: access refused by the store ({code or status})") from None
+            if status is None or status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout"):
+                raise TransientStorageError(f"{self.url}: store unavailable ({code or status}) after retries") from None
+            raise StorageAccessError(f"{self.url}: request rejected by the store ({code}: {error.get('Message')})") from None
+        if isinstance(exc, S3UploadFailedError):
+            text = str(exc)
+            if any(c in text for c in self._ACCESS):
+                raise StorageAccessError(f"{self.url}: upload refused by the store: {text}") from None
+            raise TransientStorageError(f"{self.url}: upload failed after retries: {text}") from None
+        if isinstance(exc, BotoCoreError):  # connection resets, timeouts, endpoint unreachable
+            raise TransientStorageError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        return False
+
+
+class StorageRouter:
+    """Picks the backend by URL; the S3 client is created on first use (one per process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.local = LocalStorage()
+        self._s3: S3Storage | None = None
+
+    @property
+    def s3(self) -> S3Storage:
+        if self._s3 is None:
+            self._s3 = S3Storage(self.settings)
+        return self._s3
+
+    def for_url(self, url: str) -> Storage:
+        return self.s3 if is_s3_url(url) else self.local
+
+    def read(self, url: str) -> bytes:
+        return self.for_url(url).read(url)
+
+    def write(self, url: str, data: bytes, content_type: str | None = None) -> None:
+        self.for_url(url).write(url, data, content_type)
+
+    def exists(self, url: str) -> bool:
+        return self.for_url(url).exists(url)
+
+    def list(self, prefix_url: str) -> Iterator[ObjectInfo]:
+        return self.for_url(prefix_url).list(prefix_url)
+
+
+def matches_any(url: str, patterns: list[str]) -> bool:
+    """Shell-style include patterns on the file name (e.g. ``*.png``); case-insensitive."""
+    name = url.rsplit("/", 1)[-1].lower()
+    return any(fnmatch.fnmatch(name, p.strip().lower()) for p in patterns if p.strip())
