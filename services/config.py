@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     queue_prefix: str = "imgrestore."
     worker_concurrency: int = Field(1, ge=1)
     visibility_timeout: int = Field(
-        60, ge=5, description="Seconds before an unacknowledged job of a silent worker is delivered again."
+        60, ge=1, description="Seconds before an unacknowledged job of a silent worker is delivered again."
     )
     lease_renew_interval: float = Field(10.0, gt=0, description="How often a live worker extends its leases.")
     unacked_restore_interval: int = Field(10, ge=1, description="How often workers sweep for expired leases.")

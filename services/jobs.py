@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from .errors import UnsupportedImageError
 from .imaging import EXTENSIONS, normalize_format
 
 
@@ -48,7 +49,10 @@ class JobOptions(BaseModel):
     @field_validator("output_format")
     @classmethod
     def _known_format(cls, value: str | None) -> str | None:
-        return normalize_format(value) if value else None
+        try:
+            return normalize_format(value) if value else None
+        except UnsupportedImageError as exc:  # pydantic reports ValueErrors as validation errors
+            raise ValueError(exc.message) from None
 
 
 class JobError(BaseModel):

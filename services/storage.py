@@ -146,11 +146,17 @@ class S3Storage:
         )
 
     def read(self, url: str) -> bytes:
+        """One GET for ordinary images; objects above the multipart threshold use parallel ranged GETs."""
         bucket, key = split_s3_url(url)
-        buffer = io.BytesIO()
         with _classified(url):
+            response = self.client.get_object(Bucket=bucket, Key=key)
+            if response["ContentLength"] <= self.transfer.multipart_threshold:
+                with response["Body"] as body:
+                    return body.read()
+            response["Body"].close()
+            buffer = io.BytesIO()
             self.client.download_fileobj(bucket, key, buffer, Config=self.transfer)
-        return buffer.getvalue()
+            return buffer.getvalue()
 
     def write(self, url: str, data: bytes, content_type: str | None = None) -> None:
         bucket, key = split_s3_url(url)
@@ -214,7 +220,10 @@ class _classified:
             if any(c in text for c in self._ACCESS):
                 raise StorageAccessError(f"{self.url}: upload refused by the store: {text}") from None
             raise TransientStorageError(f"{self.url}: upload failed after retries: {text}") from None
-        if isinstance(exc, BotoCoreError):  # connection resets, timeouts, endpoint unreachable
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        # Connection resets, timeouts, unreachable endpoints, bodies cut short mid-stream.
+        if isinstance(exc, (BotoCoreError, Urllib3Error, ConnectionError, TimeoutError)):
             raise TransientStorageError(f"{self.url}: {type(exc).__name__}: {exc}") from None
         return False
 

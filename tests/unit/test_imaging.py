@@ -1,0 +1,92 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.errors import ImageDecodeError, ImageTooLargeError, UnsupportedImageError
+from services.imaging import decode, encode, normalize_format
+from tests.support.corpus import build_corpus, png_header_only
+
+CORPUS = {case.name: case for case in build_corpus()}
+ERRORS = {"image_decode": ImageDecodeError, "image_too_large": ImageTooLargeError,
+          "image_unsupported": UnsupportedImageError}
+
+
+@pytest.mark.parametrize("name", [n for n, c in CORPUS.items() if c.expect_error])
+def test_bad_inputs_raise_a_specific_error_with_a_reason(name):
+    case = CORPUS[name]
+    with pytest.raises(ERRORS[case.expect_error]) as info:
+        decode(case.data, max_pixels=100_000_000)
+    assert len(info.value.message) > 10
+
+
+def test_pixel_limit_is_checked_from_the_header():
+    data = png_header_only(20_000, 10_000)  # 200 MP claimed, a few hundred bytes on disk
+    with pytest.raises(ImageTooLargeError, match="200.0 MP exceeds the limit of 100.0 MP"):
+        decode(data, max_pixels=100_000_000)
+    small = io.BytesIO()
+    Image.new("L", (100, 100)).save(small, "PNG")
+    with pytest.raises(ImageTooLargeError):
+        decode(small.getvalue(), max_pixels=9_999)
+    assert decode(small.getvalue(), max_pixels=10_000).pixels.shape == (100, 100, 1)
+
+
+def test_exif_orientation_is_applied():
+    image = decode(CORPUS["exif-rotated"].data, 10**8)
+    assert image.pixels.shape[:2] == (60, 40)  # stored 60 wide × 40 high, orientation 6 → displayed 40 × 60
+
+
+def test_modes_become_one_or_three_channels_with_alpha_apart():
+    assert decode(CORPUS["palette-alpha"].data, 10**8).alpha is not None
+    la = decode(CORPUS["gray-alpha"].data, 10**8)
+    assert la.channels == 1 and la.alpha is not None
+    cmyk = decode(CORPUS["cmyk-jpeg"].data, 10**8)
+    assert cmyk.channels == 3 and cmyk.alpha is None
+    deep = decode(CORPUS["sixteen-bit-gray"].data, 10**8)
+    assert deep.pixels.dtype == np.uint16 and deep.pixels.max() > 255
+
+
+def test_float_tiff_follows_the_documented_rule():
+    pixels = decode(CORPUS["float-tiff"].data, 10**8).pixels
+    assert pixels.dtype == np.uint16
+    assert pixels.min() == 0 and pixels.max() == 65535  # linspace 0..1 → full 16-bit range
+
+
+def test_encode_keeps_alpha_icc_and_dpi():
+    case = CORPUS["icc-profile"]
+    image = decode(case.data, 10**8)
+    out = encode(image.pixels, image.alpha, "PNG", icc_profile=image.icc_profile, dpi=(300.0, 300.0))
+    back = Image.open(io.BytesIO(out.data))
+    assert back.info["icc_profile"] == image.icc_profile
+    assert round(back.info["dpi"][0]) == 300
+    la = decode(CORPUS["gray-alpha"].data, 10**8)
+    out = encode(la.pixels, la.alpha, "PNG")
+    assert out.mode == "LA"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(out.data)).getchannel("A")), la.alpha)
+
+
+def test_sixteen_bit_survives_png_but_not_jpeg():
+    pixels = (np.arange(64 * 64).reshape(64, 64, 1) * 13 % 65535).astype(np.uint16)
+    png = encode(pixels, None, "PNG")
+    assert png.mode == "I;16"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png.data))), pixels[..., 0])
+    assert encode(pixels, None, "JPEG").mode == "L"
+
+
+def test_jpeg_quality_is_applied_and_alpha_flattened_on_white():
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    low = encode(pixels, None, "JPEG", jpeg_quality=20).data
+    high = encode(pixels, None, "JPEG", jpeg_quality=95).data
+    assert len(low) < len(high)
+    alpha = np.zeros((64, 64), np.uint8)
+    flat = encode(pixels, alpha, "JPEG")
+    assert flat.mode == "RGB"
+    assert np.asarray(Image.open(io.BytesIO(flat.data))).min() > 240  # fully transparent → white
+
+
+def test_output_format_names():
+    assert normalize_format("jpg") == "JPEG" and normalize_format(".TIF") == "TIFF"
+    with pytest.raises(UnsupportedImageError, match="png, jpeg, tiff, webp, bmp"):
+        normalize_format("heic")
