@@ -41,6 +41,25 @@ redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[1], 'worker',
 return {'started', attempts, lost}
 """
 
+# Atomically move a job to a final state, once: a second finish (a duplicate delivery) changes nothing. A job of a
+# batch also counts towards the batch's totals here, so the two can never disagree.
+_FINISH_SCRIPT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 0 end
+if state == 'succeeded' or state == 'failed' then return 0 end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[1] == 'succeeded' then redis.call('HDEL', KEYS[1], 'error') end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local batch = redis.call('HGET', KEYS[1], 'batch_id')
+if batch and batch ~= '' then
+  redis.call('HINCRBY', KEYS[2] .. batch, ARGV[1], 1)
+  if ARGV[1] == 'failed' then
+    redis.call('ZADD', KEYS[2] .. batch .. ':failed', redis.call('TIME')[1], redis.call('HGET', KEYS[1], 'id'))
+  end
+end
+return 1
+"""
+
 _RENEW_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -68,6 +87,7 @@ class JobStore:
         self.prefix = prefix
         self.ttl = ttl_seconds
         self._start = client.register_script(_START_SCRIPT)
+        self._finish = client.register_script(_FINISH_SCRIPT)
         self._renew = client.register_script(_RENEW_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
 
@@ -139,20 +159,30 @@ class JobStore:
     def release_lease(self, job_id: str, worker: str) -> None:
         self._release(keys=[self.lease_key(job_id)], args=[worker])
 
-    def succeed(self, job_id: str, result: OutputInfo, timings: StageTimings, provider: str | None) -> None:
-        self._update(
-            job_id,
-            {"state": JobState.succeeded.value, "finished_at": utcnow().isoformat(), "result": result,
-             "timings": timings, "provider": provider or ""},
-            delete=("error",),
-        )
+    @property
+    def batch_prefix(self) -> str:
+        return f"{self.prefix}batch:"
 
-    def fail(self, job_id: str, error: JobError, timings: StageTimings | None = None) -> None:
-        fields: dict[str, Any] = {"state": JobState.failed.value, "finished_at": utcnow().isoformat(), "error": error}
+    def succeed(self, job_id: str, result: OutputInfo, timings: StageTimings, provider: str | None) -> bool:
+        """Marks the job succeeded; False when it had already finished (nothing changed)."""
+        return self._finish_once(job_id, JobState.succeeded, {"result": result, "timings": timings,
+                                                              "provider": provider or ""})
+
+    def fail(self, job_id: str, error: JobError, timings: StageTimings | None = None) -> bool:
+        """Marks the job failed and records it in the dead-letter set; False when it had already finished."""
+        fields: dict[str, Any] = {"error": error}
         if timings is not None:
             fields["timings"] = timings
-        self._update(job_id, fields)
-        self.redis.zadd(self.dead_key, {job_id: utcnow().timestamp()})
+        changed = self._finish_once(job_id, JobState.failed, fields)
+        if changed:
+            self.redis.zadd(self.dead_key, {job_id: utcnow().timestamp()})
+        return changed
+
+    def _finish_once(self, job_id: str, state: JobState, fields: dict[str, Any]) -> bool:
+        args: list[Any] = [state.value, self.ttl, "state", state.value, "finished_at", utcnow().isoformat()]
+        for name, value in fields.items():
+            args += [name, _encode_value(value)]
+        return bool(self._finish(keys=[self.job_key(job_id), self.batch_prefix], args=args))
 
     def schedule_retry(self, job_id: str, error: JobError) -> int:
         """Back to ``queued`` with the reason kept; returns the retry count."""
@@ -164,24 +194,27 @@ class JobStore:
         return int(retries)
 
     def requeue(self, job_id: str) -> Job:
-        """Resets a finished job to ``queued`` for another run (the ``retry`` command); history counters stay."""
+        """Resets a finished job to ``queued`` for another run (the ``retry`` command); history counters stay.
+
+        A job of a batch leaves the batch's finished count, so the batch reads as running again.
+        """
         job = self.get(job_id)
-        self._update(job_id, {"state": JobState.queued.value}, delete=("error", "finished_at", "result"))
-        self.redis.zrem(self.dead_key, job_id)
-        return job.model_copy(update={"state": JobState.queued, "error": None, "finished_at": None, "result": None})
+        with self.redis.pipeline() as pipe:
+            pipe.hset(self.job_key(job_id), mapping={"state": JobState.queued.value, "lost": "0"})
+            pipe.hdel(self.job_key(job_id), "error", "finished_at", "result")
+            pipe.expire(self.job_key(job_id), self.ttl)
+            pipe.zrem(self.dead_key, job_id)
+            if job.batch_id and job.state.finished:
+                batch = self.batch_prefix + job.batch_id
+                pipe.hincrby(batch, job.state.value, -1)
+                pipe.zrem(batch + ":failed", job_id)
+                pipe.hdel(batch, "finished_at")
+            pipe.execute()
+        return job.model_copy(update={"state": JobState.queued, "error": None, "finished_at": None, "result": None,
+                                      "lost": 0})
 
     def dead_letters(self, limit: int = 100) -> list[str]:
         return list(self.redis.zrevrange(self.dead_key, 0, limit - 1))
-
-    def _update(self, job_id: str, fields: dict[str, Any], delete: tuple[str, ...] = ()) -> None:
-        key = self.job_key(job_id)
-        mapping = {k: _encode_value(v) for k, v in fields.items()}
-        with self.redis.pipeline() as pipe:
-            pipe.hset(key, mapping=mapping)
-            if delete:
-                pipe.hdel(key, *delete)
-            pipe.expire(key, self.ttl)
-            pipe.execute()
 
 
 def _encode_value(value: Any) -> str:

@@ -1,0 +1,85 @@
+"""Prometheus metric definitions, shared by workers and the API.
+
+Workers run jobs in pool child processes, so their metrics use prometheus_client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, set by ``imgrestore worker`` before any child starts) and the worker's main process
+serves them on ``IMGRESTORE_METRICS_PORT``. Queue gauges are computed from Redis at scrape time by
+``QueueCollector`` (served by the API's ``/metrics``; KEDA scales on ``imgrestore_queue_backlog``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter as Tally
+
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+STAGES = ("download", "decode", "infer", "encode", "upload")
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+JOBS = Counter("imgrestore_jobs", "Jobs finished, by task and final state.", ["task", "state"])
+FAILURES = Counter("imgrestore_job_failures", "Failed jobs by task and reason (error type).", ["task", "reason"])
+RETRIES = Counter("imgrestore_job_retries", "Retries scheduled after transient errors.", ["task", "reason"])
+STAGE_SECONDS = Histogram("imgrestore_stage_seconds", "Seconds per job stage.", ["task", "stage"],
+                          buckets=_SECONDS_BUCKETS)
+JOB_SECONDS = Histogram("imgrestore_job_seconds", "Seconds per job, all stages.", ["task"], buckets=_SECONDS_BUCKETS)
+MEGAPIXELS = Counter("imgrestore_megapixels", "Megapixels restored.", ["task"])
+MODEL_LOAD_SECONDS = Gauge("imgrestore_model_load_seconds", "Seconds the last load of each model took.",
+                           ["model", "provider"], multiprocess_mode="max")
+PROVIDER = Gauge("imgrestore_provider_info", "Execution provider of each loaded model (value 1).",
+                 ["model", "provider"], multiprocess_mode="max")
+
+
+def record_job(task: str, state: str, timings: dict[str, float | None], megapixels: float | None,
+               reason: str | None = None) -> None:
+    JOBS.labels(task, state).inc()
+    if reason:
+        FAILURES.labels(task, reason).inc()
+    for stage in STAGES:
+        seconds = timings.get(stage)
+        if seconds is not None:
+            STAGE_SECONDS.labels(task, stage).observe(seconds)
+    total = sum(v for v in timings.values() if v is not None)
+    if total:
+        JOB_SECONDS.labels(task).observe(total)
+    if megapixels:
+        MEGAPIXELS.labels(task).inc(megapixels)
+
+
+def record_model_load(model: str, provider: str, seconds: float) -> None:
+    MODEL_LOAD_SECONDS.labels(model, provider).set(seconds)
+    PROVIDER.labels(model, provider).set(1)
+
+
+class QueueCollector(Collector):
+    """Queue depth (waiting), in flight (delivered, not yet acknowledged) and their sum, per queue, from Redis."""
+
+    def __init__(self, client, queues: list[str], unacked_key: str = "unacked") -> None:
+        self.client = client
+        self.queues = queues
+        self.unacked_key = unacked_key
+
+    def in_flight(self) -> Tally:
+        counts: Tally = Tally()
+        for _, raw in self.client.hscan_iter(self.unacked_key, count=500):
+            try:
+                routing_key = json.loads(raw)[2]
+            except (ValueError, IndexError, TypeError):
+                continue
+            counts[routing_key] += 1
+        return counts
+
+    def collect(self):
+        depth = GaugeMetricFamily("imgrestore_queue_depth", "Jobs waiting in each queue.", labels=["queue"])
+        flight = GaugeMetricFamily("imgrestore_queue_in_flight", "Jobs delivered to workers, not yet acknowledged.",
+                                   labels=["queue"])
+        backlog = GaugeMetricFamily("imgrestore_queue_backlog", "Waiting + in flight: what autoscaling follows.",
+                                    labels=["queue"])
+        running = self.in_flight()
+        for queue in self.queues:
+            waiting = int(self.client.llen(queue))
+            depth.add_metric([queue], waiting)
+            flight.add_metric([queue], running.get(queue, 0))
+            backlog.add_metric([queue], waiting + running.get(queue, 0))
+        yield from (depth, flight, backlog)
