@@ -45,12 +45,16 @@ def celery_config(settings: Settings) -> dict:
         },
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
         "redis_backend_health_check_interval": 30,
-        "task_queues": [Queue(settings.queue_for(task.value)) for task in Task],
+        "task_queues": [Queue(settings.queue_for(task.value)) for task in Task] + [Queue(settings.control_queue)],
         "task_default_queue": settings.queue_for(Task.denoise.value),
         # Celery events, so Flower and `celery events` see workers and tasks.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        # SIGTERM: stop taking jobs, let running ones finish; a second signal (cold shutdown) still grants them
+        # this long before they are requeued.
+        "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_timeout,
+        "worker_enable_soft_shutdown_on_idle": True,
     }
 
 

@@ -61,6 +61,29 @@ class Settings(BaseSettings):
         3, ge=1, description="Deliveries whose worker died before the job goes to the dead-letter record."
     )
 
+    # --- worker process ---
+    metrics_port: int = Field(9808, ge=0, description="Worker metrics endpoint port; 0 turns it off.")
+    worker_soft_shutdown_timeout: float = Field(
+        600.0, ge=0, description="On SIGTERM, seconds running jobs get to finish before they are requeued."
+    )
+
+    # --- HTTP API ---
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_tokens: SecretStr | None = Field(
+        None, description='JSON: {"<token>": {"name": "...", "allow": ["s3://bucket/prefix/", ...]}}'
+    )
+    api_max_request_bytes: int = Field(1_000_000, gt=0)
+    api_max_batch_inputs: int = Field(10_000, gt=0)
+    batch_max_in_flight: int = Field(
+        10_000, gt=0, description="Prefix batches queue more jobs only while fewer than this are unfinished."
+    )
+
+    # --- webhooks ---
+    callback_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing webhook bodies.")
+    callback_timeout: float = Field(5.0, gt=0)
+    callback_max_attempts: int = Field(5, ge=1)
+
     # --- logging ---
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
@@ -79,6 +102,11 @@ class Settings(BaseSettings):
 
     def queue_for(self, task: str) -> str:
         return f"{self.queue_prefix}{task}"
+
+    @property
+    def control_queue(self) -> str:
+        """Small housekeeping tasks (server-side batch expansion) that every worker serves."""
+        return f"{self.queue_prefix}control"
 
 
 @lru_cache(maxsize=1)

@@ -96,6 +96,7 @@ class JobRequest(BaseModel):
     profile: Profile = Profile.auto
     options: JobOptions = Field(default_factory=JobOptions)
     batch_id: str | None = None
+    callback_url: str | None = Field(None, description="Webhook notified (signed POST) when the job finishes.")
 
 
 def new_job_id() -> str:
@@ -114,6 +115,8 @@ class Job(BaseModel):
     output_url: str
     options: JobOptions = Field(default_factory=JobOptions)
     batch_id: str | None = None
+    owner: str | None = Field(None, description="Name of the API token that submitted the job.")
+    callback_url: str | None = None
     state: JobState = JobState.queued
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
@@ -139,6 +142,7 @@ class Job(BaseModel):
             output_url=output,
             options=request.options,
             batch_id=request.batch_id,
+            callback_url=request.callback_url,
             **fields,
         )
 

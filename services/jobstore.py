@@ -47,7 +47,8 @@ _FINISH_SCRIPT = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end
 if state == 'succeeded' or state == 'failed' then return 0 end
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[3] ~= '' and state ~= ARGV[3] then return 0 end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ARGV[1] == 'succeeded' then redis.call('HDEL', KEYS[1], 'error') end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 local batch = redis.call('HGET', KEYS[1], 'batch_id')
@@ -178,11 +179,19 @@ class JobStore:
             self.redis.zadd(self.dead_key, {job_id: utcnow().timestamp()})
         return changed
 
-    def _finish_once(self, job_id: str, state: JobState, fields: dict[str, Any]) -> bool:
-        args: list[Any] = [state.value, self.ttl, "state", state.value, "finished_at", utcnow().isoformat()]
+    def _finish_once(self, job_id: str, state: JobState, fields: dict[str, Any],
+                     only_from: JobState | None = None) -> bool:
+        args: list[Any] = [state.value, self.ttl, only_from.value if only_from else "",
+                           "state", state.value, "finished_at", utcnow().isoformat()]
         for name, value in fields.items():
             args += [name, _encode_value(value)]
         return bool(self._finish(keys=[self.job_key(job_id), self.batch_prefix], args=args))
+
+    def cancel(self, job_id: str) -> bool:
+        """Fails a job that no worker has started yet with ``cancelled``; False when it is running or finished."""
+        self.get(job_id)  # unknown ids are an error, not a "no"
+        error = JobError(type="cancelled", message="cancelled before it started")
+        return self._finish_once(job_id, JobState.failed, {"error": error}, only_from=JobState.queued)
 
     def schedule_retry(self, job_id: str, error: JobError) -> int:
         """Back to ``queued`` with the reason kept; returns the retry count."""

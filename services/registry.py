@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -117,10 +118,12 @@ class ModelRegistry:
         model_dir: Path,
         providers: str = "auto",
         intra_op_threads: int = 0,
+        on_load: Callable[[LoadedModel], None] | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.providers_setting = providers
         self.intra_op_threads = intra_op_threads
+        self.on_load = on_load
         self._manifest: Manifest | None = None
         self._sessions: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
@@ -153,6 +156,8 @@ class ModelRegistry:
             if loaded is None:
                 loaded = self._create(spec)
                 self._sessions[spec.name] = loaded
+                if self.on_load is not None:
+                    self.on_load(loaded)
             return loaded
 
     def loaded(self) -> list[LoadedModel]:

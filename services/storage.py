@@ -41,7 +41,7 @@ class Storage(Protocol):
 
     def exists(self, url: str) -> bool: ...
 
-    def list(self, prefix_url: str) -> Iterator[ObjectInfo]: ...
+    def list(self, prefix_url: str, start_after: str | None = None) -> Iterator[ObjectInfo]: ...
 
 
 def is_s3_url(url: str) -> bool:
@@ -101,7 +101,8 @@ class LocalStorage:
     def exists(self, url: str) -> bool:
         return local_path(url).is_file()
 
-    def list(self, prefix_url: str) -> Iterator[ObjectInfo]:
+    def list(self, prefix_url: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Recursively, in sorted path order (resumable after ``start_after``), skipping hidden files."""
         root = local_path(prefix_url)
         if root.is_file():
             yield ObjectInfo(str(root), root.stat().st_size)
@@ -110,8 +111,9 @@ class LocalStorage:
             dirnames.sort()
             for name in sorted(filenames):
                 path = Path(dirpath) / name
-                if not name.startswith("."):
-                    yield ObjectInfo(str(path), path.stat().st_size)
+                if name.startswith(".") or (start_after and str(path) <= start_after):
+                    continue
+                yield ObjectInfo(str(path), path.stat().st_size)
 
 
 class S3Storage:
@@ -176,12 +178,16 @@ class S3Storage:
             return None
         return ObjectInfo(url, int(meta["ContentLength"]), meta.get("ETag", "").strip('"') or None)
 
-    def list(self, prefix_url: str) -> Iterator[ObjectInfo]:
-        """Page by page (1000 keys a request), so memory stays flat for any number of keys."""
+    def list(self, prefix_url: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Page by page (1000 keys a request), so memory stays flat for any number of keys; in key order,
+        optionally resuming after the URL ``start_after``."""
         bucket, prefix = split_s3_url(prefix_url)
         paginator = self.client.get_paginator("list_objects_v2")
+        kwargs = {"Bucket": bucket, "Prefix": prefix}
+        if start_after:
+            kwargs["StartAfter"] = split_s3_url(start_after)[1]
         with _classified(prefix_url):
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for page in paginator.paginate(**kwargs):
                 for item in page.get("Contents", ()):
                     yield ObjectInfo(f"s3://{bucket}/{item['Key']}", int(item["Size"]), item["ETag"].strip('"'))
 
@@ -254,8 +260,8 @@ class StorageRouter:
     def exists(self, url: str) -> bool:
         return self.for_url(url).exists(url)
 
-    def list(self, prefix_url: str) -> Iterator[ObjectInfo]:
-        return self.for_url(prefix_url).list(prefix_url)
+    def list(self, prefix_url: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        return self.for_url(prefix_url).list(prefix_url, start_after)
 
 
 def matches_any(url: str, patterns: list[str]) -> bool:

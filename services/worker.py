@@ -1,129 +1,144 @@
 """Celery worker: ``celery -A services.worker worker`` (or ``imgrestore worker``).
 
-The task is a thin wrapper around ``pipeline.Restorer``: it records state in the job store and applies the retry
-policy — transient errors retried with exponential backoff and jitter, permanent ones failed at once, deliveries
-whose worker died counted and capped.
+Tasks are thin: ``imgrestore.restore`` hands a job to ``execution.JobRunner``; ``imgrestore.expand_batch`` lists a
+batch's S3 prefix a few pages at a time; ``imgrestore.notify`` delivers a webhook with retries. Metrics from the
+pool's child processes are aggregated (prometheus_client multiprocess mode) and served by the main process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
+import shutil
+import tempfile
 
-from celery import signals
+# Multiprocess metrics need the folder before prometheus_client is first imported, in this process and its children.
+_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="imgrestore-metrics-")
 
-from .celery_app import RESTORE_TASK, app
-from .config import get_settings
-from .errors import DeliveryLimitError, ImgRestoreError, TransientError
-from .jobs import Job, JobError, StageTimings
-from .jobstore import JobStore
-from .leases import LeaseRenewal
-from .logs import configure_logging
-from .pipeline import Restorer
+from celery import signals  # noqa: E402
+
+from . import callbacks, metrics  # noqa: E402
+from .batches import BatchStore  # noqa: E402
+from .batching import EXPAND_TASK, BatchSubmitter  # noqa: E402
+from .celery_app import RESTORE_TASK, app  # noqa: E402
+from .config import get_settings  # noqa: E402
+from .errors import TransientError  # noqa: E402
+from .execution import JobRunner, Notification, RetryLater, retry_delay  # noqa: E402
+from .jobs import Job  # noqa: E402
+from .jobstore import JobStore  # noqa: E402
+from .leases import LeaseRenewal  # noqa: E402
+from .logs import configure_logging  # noqa: E402
+from .pipeline import Restorer  # noqa: E402
+from .registry import ModelRegistry  # noqa: E402
+from .submission import Submitter  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+NOTIFY_TASK = "imgrestore.notify"
 app.steps["consumer"].add(LeaseRenewal)
 
-_restorer: Restorer | None = None
-_store: JobStore | None = None
+_runner: JobRunner | None = None
 
 
-def restorer() -> Restorer:
+def runner() -> JobRunner:
     """One per worker process: model sessions and storage clients are created once, after the fork."""
-    global _restorer
-    if _restorer is None:
-        _restorer = Restorer(get_settings())
-    return _restorer
-
-
-def job_store() -> JobStore:
-    global _store
-    if _store is None:
+    global _runner
+    if _runner is None:
         settings = get_settings()
-        _store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_seconds)
-    return _store
+        registry = ModelRegistry(
+            settings.model_dir, settings.providers, settings.intra_op_threads,
+            on_load=lambda m: metrics.record_model_load(m.spec.qualified_name, m.provider, m.load_seconds),
+        )
+        store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_seconds)
+        _runner = JobRunner(settings, store, Restorer(settings, registry=registry), notify=_send_notification)
+    return _runner
 
 
-def retry_delay(retries: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with jitter: uniformly in [½, 1] × min(cap, base · 2^retries)."""
-    ceiling = min(cap, base * (2**retries))
-    return ceiling * (rng or random).uniform(0.5, 1.0)
-
-
-def error_of(exc: BaseException) -> JobError:
-    if isinstance(exc, ImgRestoreError):
-        return JobError(type=exc.code, message=exc.message, transient=exc.transient)
-    return JobError(type="internal", message=f"{type(exc).__name__}: {exc}")
+def _send_notification(note: Notification) -> None:
+    app.send_task(NOTIFY_TASK, args=[note.url, note.event, note.payload], queue=get_settings().control_queue)
 
 
 @app.task(name=RESTORE_TASK, bind=True, max_retries=None)
 def restore_task(self, payload: dict) -> dict:
-    job = Job.model_validate(payload)
-    return execute(self, job)
+    outcome = runner().run(Job.model_validate(payload), self.request.hostname)
+    if isinstance(outcome, RetryLater):
+        raise self.retry(countdown=outcome.delay, max_retries=None)
+    return outcome
 
 
-def execute(task, job: Job) -> dict:
+@app.task(name=EXPAND_TASK, bind=True, max_retries=None)
+def expand_batch_task(self, batch_id: str, root: str, include: list[str], start_after: str) -> dict:
+    """Queues the next pages of a prefix batch, then continues in a new message (never blocks a worker slot)."""
     settings = get_settings()
-    store = job_store()
-    worker = task.request.hostname or f"pid-{os.getpid()}"
-    lease_ms = settings.visibility_timeout * 1000
-
-    outcome = store.start(job.id, worker, lease_ms)
-    if outcome.status == "missing":  # the record expired or was never written: recreate it from the message
-        store.create(job)
-        outcome = store.start(job.id, worker, lease_ms)
-    if outcome.status == "finished":
-        log.info("duplicate delivery of a finished job ignored", extra={"job_id": job.id, "state": outcome.detail})
-        return {"id": job.id, "state": outcome.detail, "duplicate": True}
-    if outcome.status == "leased":
-        log.warning("job is running on another worker; checking again later",
-                    extra={"job_id": job.id, "owner": outcome.detail})
-        raise task.retry(countdown=settings.visibility_timeout, max_retries=None)
-
+    job_runner = runner()
+    batches = BatchStore(job_runner.store)
+    expander = BatchSubmitter(settings, job_runner.store, batches,
+                              Submitter(settings, job_runner.store, app), app)
     try:
-        if outcome.lost >= settings.max_lost_deliveries:
-            raise DeliveryLimitError(
-                f"the worker running this job was lost {outcome.lost} times (limit "
-                f"{settings.max_lost_deliveries}, IMGRESTORE_MAX_LOST_DELIVERIES); the image may exhaust a "
-                "worker's memory — check it, then re-queue it with `imgrestore retry`"
-            )
-        timings = StageTimings()
-        log.info("job started", extra={"job_id": job.id, "attempt": outcome.attempts, "worker": worker})
-        try:
-            done = restorer().restore(job, timings)
-        except TransientError as exc:
-            stored = store.get(job.id)
-            if stored.retries < settings.max_retries:
-                retries = store.schedule_retry(job.id, error_of(exc))
-                delay = retry_delay(retries - 1, settings.retry_backoff_base, settings.retry_backoff_max)
-                log.warning("transient failure, retrying", extra={"job_id": job.id, "error": exc.message,
-                                                                    "retry": retries, "delay_s": round(delay, 2)})
-                raise task.retry(countdown=delay, max_retries=None)
-            error = error_of(exc)
-            error.message = f"{error.message} (gave up after {stored.retries} retries)"
-            store.fail(job.id, error, timings)
-            log.error("job failed after retries", extra={"job_id": job.id, "error": error.message})
-            return {"id": job.id, "state": "failed", "error": error.model_dump()}
-        except Exception as exc:  # permanent: bad input, unknown model, or a bug — this job fails, the worker goes on
-            error = error_of(exc)
-            store.fail(job.id, error, timings)
-            level = logging.WARNING if isinstance(exc, ImgRestoreError) else logging.ERROR
-            log.log(level, "job failed", exc_info=not isinstance(exc, ImgRestoreError),
-                    extra={"job_id": job.id, "error_type": error.type, "error": error.message})
-            return {"id": job.id, "state": "failed", "error": error.model_dump()}
-        store.succeed(job.id, done.result, done.timings, done.provider)
-        return {"id": job.id, "state": "succeeded", "output_url": job.output_url}
-    except DeliveryLimitError as exc:
-        store.fail(job.id, error_of(exc))
-        log.error("job dead-lettered", extra={"job_id": job.id, "error": exc.message})
-        return {"id": job.id, "state": "failed", "error": error_of(exc).model_dump()}
-    finally:
-        store.release_lease(job.id, worker)
+        cursor = expander.expand_step(batch_id, root, include, start_after, job_runner.restorer.storage,
+                                      settings.batch_max_in_flight)
+    except TransientError as exc:
+        delay = retry_delay(min(self.request.retries, 8), settings.retry_backoff_base, settings.retry_backoff_max)
+        log.warning("batch listing failed, retrying", extra={"batch_id": batch_id, "error": exc.message})
+        raise self.retry(countdown=delay, max_retries=None)
+    except Exception as exc:
+        batches.redis.hset(batches.key(batch_id), mapping={"error": str(exc), "sealed": "true"})
+        log.error("batch listing failed", extra={"batch_id": batch_id, "error": str(exc)})
+        return {"batch_id": batch_id, "error": str(exc)}
+    if cursor is None:
+        return {"batch_id": batch_id, "sealed": True}
+    busy = expander.in_flight(batch_id) >= settings.batch_max_in_flight
+    raise self.retry(args=[batch_id, root, include, cursor], countdown=5 if busy else 0, max_retries=None)
+
+
+@app.task(name=NOTIFY_TASK, bind=True, max_retries=None)
+def notify_task(self, url: str, event: str, payload: dict) -> dict:
+    settings = get_settings()
+    secret = settings.callback_secret.get_secret_value() if settings.callback_secret else None
+    try:
+        status = callbacks.post(url, event, payload, secret, settings.callback_timeout)
+    except callbacks.CallbackFailed as exc:
+        if self.request.retries + 1 >= settings.callback_max_attempts:
+            log.error("webhook given up", extra={"url": url, "event": event, "error": str(exc)})
+            return {"url": url, "delivered": False, "error": str(exc)}
+        delay = retry_delay(self.request.retries, settings.retry_backoff_base, settings.retry_backoff_max)
+        raise self.retry(countdown=delay, max_retries=None)
+    return {"url": url, "delivered": status < 400, "status": status}
 
 
 @signals.setup_logging.connect
 def _setup_logging(**_: object) -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+
+
+@signals.worker_init.connect
+def _serve_metrics(**_: object) -> None:
+    port = get_settings().metrics_port
+    if not port:
+        return
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    try:
+        start_http_server(port, registry=registry)
+        log.info("worker metrics served", extra={"port": port})
+    except OSError as exc:  # another worker on this host has the port: run without an endpoint
+        log.warning("worker metrics endpoint not started", extra={"port": port, "error": str(exc)})
+
+
+@signals.worker_process_shutdown.connect
+def _forget_child_metrics(pid: int | None = None, **_: object) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid or os.getpid())
+
+
+@signals.worker_shutdown.connect
+def _remove_metrics_dir(**_: object) -> None:
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

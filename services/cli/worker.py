@@ -29,7 +29,7 @@ def worker(queues: str, concurrency: int | None, name: str | None, loglevel: str
         raise click.BadParameter(f"unknown task queue(s): {', '.join(unknown)}", param_hint="--queues")
     argv = [
         "worker",
-        f"--queues={','.join(config.queue_for(q) for q in names)}",
+        f"--queues={','.join([config.queue_for(q) for q in names] + [config.control_queue])}",
         f"--concurrency={concurrency or config.worker_concurrency}",
         f"--hostname={name or f'imgrestore-{os.getpid()}@{socket.gethostname()}'}",
         f"--loglevel={(loglevel or config.log_level).upper()}",

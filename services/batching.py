@@ -1,0 +1,131 @@
+"""Turning many inputs into one batch of jobs: idempotent membership, output naming, server-side prefix expansion.
+
+Every input of a batch gets a deterministic job id (uuid5 of batch id + input URL), and membership is recorded in
+``batch:<id>:members``, so re-running an interrupted expansion never queues an input twice nor skips one.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from collections.abc import Iterable
+
+from celery import Celery
+
+from .batches import Batch, BatchStore
+from .config import Settings
+from .errors import InvalidJobError
+from .imaging import EXTENSIONS
+from .jobs import Job, JobRequest, derive_output_url
+from .jobstore import JobStore
+from .storage import StorageRouter, matches_any, split_s3_url
+from .submission import Submitter, validate_urls
+
+EXPAND_TASK = "imgrestore.expand_batch"
+_NAMESPACE = uuid.UUID("6f1c8e0e-3c0a-4d0e-9a57-0b7f6f1d2a11")
+DEFAULT_INCLUDE = ["*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.webp", "*.bmp"]
+
+
+def batch_job_id(batch_id: str, input_url: str) -> str:
+    return uuid.uuid5(_NAMESPACE, f"{batch_id}\n{input_url}").hex
+
+
+def output_for(batch: Batch, input_url: str, root: str | None) -> str:
+    """With an output prefix, the input's path below ``root`` (or its file name) goes under it; else the default."""
+    fmt = batch.options.output_format
+    if not batch.output_prefix:
+        return derive_output_url(input_url, batch.task, batch.profile, fmt)
+    relative = input_url[len(root):] if root and input_url.startswith(root) else posixpath.basename(input_url)
+    stem, suffix = posixpath.splitext(relative)
+    if fmt:
+        relative = stem + EXTENSIONS[fmt]
+    elif suffix.lower() == ".gif":
+        relative = stem + ".png"
+    return batch.output_prefix.rstrip("/") + "/" + relative.lstrip("/")
+
+
+def prefix_root(prefix_url: str) -> str:
+    """The listing root of a prefix: ``s3://b/scans`` and ``s3://b/scans/`` both mean the folder ``scans/``."""
+    return prefix_url if prefix_url.endswith("/") else prefix_url + "/"
+
+
+class BatchSubmitter:
+    def __init__(self, settings: Settings, jobs: JobStore, batches: BatchStore, submitter: Submitter,
+                 app: Celery) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.batches = batches
+        self.submitter = submitter
+        self.app = app
+
+    def members_key(self, batch_id: str) -> str:
+        return self.batches.key(batch_id) + ":members"
+
+    def add(self, batch: Batch, input_url: str, root: str | None = None) -> Job | None:
+        """Queues ``input_url`` as a job of ``batch`` unless it already is one; returns the new job or None."""
+        job_id = batch_job_id(batch.id, input_url)
+        if self.batches.redis.sismember(self.members_key(batch.id), job_id):
+            return None
+        request = JobRequest(task=batch.task, profile=batch.profile, input_url=input_url,
+                             output_url=output_for(batch, input_url, root), options=batch.options,
+                             batch_id=batch.id)
+        validate_urls(request.input_url, request.output_url)
+        job = Job.from_request(request, id=job_id, owner=batch.owner)
+        self.jobs.create(job)
+        self.submitter.enqueue(job)
+        with self.batches.redis.pipeline() as pipe:  # counted after it is queued: a crash re-queues, never loses
+            pipe.sadd(self.members_key(batch.id), job_id)
+            pipe.hincrby(self.batches.key(batch.id), "total", 1)
+            pipe.rpush(self.batches.key(batch.id) + ":jobs", job_id)
+            pipe.execute()
+        return job
+
+    def in_flight(self, batch_id: str) -> int:
+        batch = self.batches.get(batch_id)
+        return batch.total - batch.done
+
+    def submit_inputs(self, batch: Batch, inputs: Iterable[str]) -> Batch:
+        """A batch of explicit inputs, queued now and sealed."""
+        inputs = list(inputs)
+        if len(inputs) > self.settings.api_max_batch_inputs:
+            raise InvalidJobError(f"{len(inputs)} inputs: at most {self.settings.api_max_batch_inputs} a batch "
+                                  "(use a prefix or a backfill for more)")
+        for url in inputs:
+            validate_urls(url, None)
+        self.batches.create(batch)
+        for url in inputs:
+            self.add(batch, url)
+        self.batches.seal(batch.id)
+        return self.batches.get(batch.id)
+
+    def submit_prefix(self, batch: Batch, prefix_url: str, include: list[str] | None = None) -> Batch:
+        """A batch of everything under an S3 prefix: returned at once, expanded server-side by the workers."""
+        if not prefix_url.startswith("s3://"):
+            raise InvalidJobError(f"{prefix_url}: a batch prefix must be an s3:// URL")
+        batch.source = prefix_root(prefix_url)
+        self.batches.create(batch)
+        self.app.send_task(EXPAND_TASK, args=[batch.id, batch.source, include or DEFAULT_INCLUDE, ""],
+                           queue=self.settings.control_queue)
+        return batch
+
+    def expand_step(self, batch_id: str, root: str, include: list[str], start_after: str,
+                    storage: StorageRouter, max_in_flight: int, page_budget: int = 5) -> str | None:
+        """Lists up to ``page_budget`` pages after ``start_after`` and queues their jobs.
+
+        Returns the cursor to continue from, or None when the prefix is exhausted (the batch is then sealed).
+        Stops early, returning the cursor, when the batch already has ``max_in_flight`` unfinished jobs.
+        """
+        batch = self.batches.get(batch_id)
+        listed = 0
+        cursor = start_after
+        for info in storage.list(root, start_after or None):
+            if matches_any(info.url, include):
+                self.add(batch, info.url, root)
+            cursor = info.url
+            listed += 1
+            if listed % 1000 == 0:
+                self.batches.redis.hset(self.batches.key(batch_id), "cursor", cursor)
+                if listed >= 1000 * page_budget or self.in_flight(batch_id) >= max_in_flight:
+                    return cursor
+        self.batches.seal(batch_id)
+        return None

@@ -1,0 +1,135 @@
+"""What a worker does with one delivery of a job: job-store state, retry policy, metrics, callbacks.
+
+The pixels are ``pipeline.Restorer``'s business; this module decides what a delivery means (first run, retry,
+duplicate, redelivery after a lost worker) and what an outcome means (success, retry later, fail now).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import metrics
+from .batches import BatchStore
+from .config import Settings
+from .errors import DeliveryLimitError, ImgRestoreError, TransientError
+from .jobs import Job, JobError, StageTimings
+from .jobstore import JobStore
+from .pipeline import Restorer
+
+log = logging.getLogger(__name__)
+
+
+def retry_delay(retries: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: uniformly in [½, 1] × min(cap, base · 2^retries)."""
+    ceiling = min(cap, base * (2**retries))
+    return ceiling * (rng or random).uniform(0.5, 1.0)
+
+
+def error_of(exc: BaseException) -> JobError:
+    if isinstance(exc, ImgRestoreError):
+        return JobError(type=exc.code, message=exc.message, transient=exc.transient)
+    return JobError(type="internal", message=f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """The job should be delivered again after ``delay`` seconds (the Celery task raises its retry)."""
+
+    delay: float
+
+
+@dataclass(frozen=True)
+class Notification:
+    url: str
+    event: str  # "job.finished" or "batch.finished"
+    payload: dict
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, store: JobStore, restorer: Restorer,
+                 notify: Callable[[Notification], None] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.batches = BatchStore(store)
+        self.restorer = restorer
+        self.notify = notify
+
+    def run(self, job: Job, worker: str | None) -> dict | RetryLater:
+        """One delivery. Returns the task result, or ``RetryLater``; notifications go through ``self.notify``."""
+        settings = self.settings
+        worker = worker or f"pid-{os.getpid()}"
+        lease_ms = settings.visibility_timeout * 1000
+
+        outcome = self.store.start(job.id, worker, lease_ms)
+        if outcome.status == "missing":  # the record expired or was never written: recreate it from the message
+            self.store.create(job)
+            outcome = self.store.start(job.id, worker, lease_ms)
+        if outcome.status == "finished":
+            log.info("duplicate delivery of a finished job ignored", extra={"job_id": job.id, "state": outcome.detail})
+            return {"id": job.id, "state": outcome.detail, "duplicate": True}
+        if outcome.status == "leased":
+            log.warning("job is running on another worker; checking again later",
+                        extra={"job_id": job.id, "owner": outcome.detail})
+            return RetryLater(settings.visibility_timeout)
+
+        try:
+            return self._run_started(job, worker, outcome.attempts, outcome.lost)
+        finally:
+            self.store.release_lease(job.id, worker)
+
+    def _run_started(self, job: Job, worker: str, attempt: int, lost: int) -> dict | RetryLater:
+        settings = self.settings
+        timings = StageTimings()
+        try:
+            if lost >= settings.max_lost_deliveries:
+                raise DeliveryLimitError(
+                    f"the worker running this job was lost {lost} times (limit "
+                    f"{settings.max_lost_deliveries}, IMGRESTORE_MAX_LOST_DELIVERIES); the image may exhaust a "
+                    "worker's memory — check it, then re-queue it with `imgrestore retry`"
+                )
+            log.info("job started", extra={"job_id": job.id, "attempt": attempt, "worker": worker})
+            done = self.restorer.restore(job, timings)
+        except TransientError as exc:
+            retries = self.store.get(job.id).retries
+            if retries < settings.max_retries:
+                retries = self.store.schedule_retry(job.id, error_of(exc))
+                delay = retry_delay(retries - 1, settings.retry_backoff_base, settings.retry_backoff_max)
+                metrics.RETRIES.labels(job.task.value, exc.code).inc()
+                log.warning("transient failure, retrying", extra={
+                    "job_id": job.id, "error": exc.message, "retry": retries, "delay_s": round(delay, 2)})
+                return RetryLater(delay)
+            error = error_of(exc)
+            error.message = f"{error.message} (gave up after {retries} retries)"
+            return self._failed(job, error, timings)
+        except Exception as exc:  # permanent: bad input, unknown model, or a bug — this job fails, the worker goes on
+            if not isinstance(exc, ImgRestoreError):
+                log.exception("unexpected error in job", extra={"job_id": job.id})
+            return self._failed(job, error_of(exc), timings)
+
+        if self.store.succeed(job.id, done.result, done.timings, done.provider):
+            metrics.record_job(job.task.value, "succeeded", done.timings.model_dump(), done.result.megapixels)
+            self._after_finish(job)
+        return {"id": job.id, "state": "succeeded", "output_url": job.output_url}
+
+    def _failed(self, job: Job, error: JobError, timings: StageTimings) -> dict:
+        if self.store.fail(job.id, error, timings):
+            metrics.record_job(job.task.value, "failed", timings.model_dump(), None, reason=error.type)
+            log.warning("job failed", extra={"job_id": job.id, "error_type": error.type, "error": error.message})
+            self._after_finish(job)
+        return {"id": job.id, "state": "failed", "error": error.model_dump()}
+
+    def _after_finish(self, job: Job) -> None:
+        if self.notify is None:
+            return
+        if job.callback_url:
+            final = self.store.get(job.id)
+            self.notify(Notification(job.callback_url, "job.finished", final.model_dump(mode="json")))
+        if job.batch_id and self.batches.mark_finished_once(job.batch_id):
+            batch = self.batches.get(job.batch_id)
+            if batch.callback_url:
+                payload = batch.model_dump(mode="json") | {"state": batch.state.value}
+                self.notify(Notification(batch.callback_url, "batch.finished", payload))
