@@ -1,0 +1,1 @@
+"""Model training for imgrestore (never imports `services`)."""
