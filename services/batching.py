@@ -71,7 +71,8 @@ class BatchSubmitter:
                              batch_id=batch.id)
         validate_urls(request.input_url, request.output_url)
         job = Job.from_request(request, id=job_id, owner=batch.owner)
-        self.jobs.create(job)
+        # A retry after a half-done add must not reset a job that already ran; a second message is harmless.
+        self.jobs.create(job, overwrite=False)
         self.submitter.enqueue(job)
         with self.batches.redis.pipeline() as pipe:  # counted after it is queued: a crash re-queues, never loses
             pipe.sadd(self.members_key(batch.id), job_id)

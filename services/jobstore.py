@@ -5,6 +5,7 @@ Keys (all under ``settings.key_prefix``):
 - ``lease:<id>``   the worker currently running the job; it expires unless that worker keeps renewing it
 - ``jobs:recent``  sorted set of job ids by creation time (trimmed), for status pages
 - ``dead``         sorted set of permanently failed job ids by failure time (the dead-letter record)
+- ``stats:finished`` hash: count of finished jobs by final state
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ if ARGV[3] ~= '' and state ~= ARGV[3] then return 0 end
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ARGV[1] == 'succeeded' then redis.call('HDEL', KEYS[1], 'error') end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 local batch = redis.call('HGET', KEYS[1], 'batch_id')
 if batch and batch ~= '' then
   redis.call('HINCRBY', KEYS[2] .. batch, ARGV[1], 1)
@@ -112,9 +114,20 @@ class JobStore:
     def dead_key(self) -> str:
         return f"{self.prefix}dead"
 
+    @property
+    def stats_key(self) -> str:
+        """Hash of jobs finished since Redis started, by final state (what ``imgrestore monitor`` rates)."""
+        return f"{self.prefix}stats:finished"
+
+    def finished_counts(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.redis.hgetall(self.stats_key).items()}
+
     # --- records ---
-    def create(self, job: Job) -> Job:
+    def create(self, job: Job, overwrite: bool = True) -> bool:
+        """Writes the record; with ``overwrite=False`` an existing record is kept. True when written."""
         key = self.job_key(job.id)
+        if not overwrite and self.redis.exists(key):
+            return False
         with self.redis.pipeline() as pipe:
             pipe.delete(key)
             pipe.hset(key, mapping=_encode(job))
@@ -122,7 +135,7 @@ class JobStore:
             pipe.zadd(self.recent_key, {job.id: job.created_at.timestamp()})
             pipe.zremrangebyrank(self.recent_key, 0, -RECENT_LIMIT - 1)
             pipe.execute()
-        return job
+        return True
 
     def get(self, job_id: str) -> Job:
         raw = self.redis.hgetall(self.job_key(job_id))
@@ -185,7 +198,7 @@ class JobStore:
                            "state", state.value, "finished_at", utcnow().isoformat()]
         for name, value in fields.items():
             args += [name, _encode_value(value)]
-        return bool(self._finish(keys=[self.job_key(job_id), self.batch_prefix], args=args))
+        return bool(self._finish(keys=[self.job_key(job_id), self.batch_prefix, self.stats_key], args=args))
 
     def cancel(self, job_id: str) -> bool:
         """Fails a job that no worker has started yet with ``cancelled``; False when it is running or finished."""

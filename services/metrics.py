@@ -8,12 +8,11 @@ serves them on ``IMGRESTORE_METRICS_PORT``. Queue gauges are computed from Redis
 
 from __future__ import annotations
 
-import json
-from collections import Counter as Tally
-
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from . import queues
 
 STAGES = ("download", "decode", "infer", "encode", "upload")
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -60,25 +59,15 @@ class QueueCollector(Collector):
         self.queues = queues
         self.unacked_key = unacked_key
 
-    def in_flight(self) -> Tally:
-        counts: Tally = Tally()
-        for _, raw in self.client.hscan_iter(self.unacked_key, count=500):
-            try:
-                routing_key = json.loads(raw)[2]
-            except (ValueError, IndexError, TypeError):
-                continue
-            counts[routing_key] += 1
-        return counts
-
     def collect(self):
         depth = GaugeMetricFamily("imgrestore_queue_depth", "Jobs waiting in each queue.", labels=["queue"])
         flight = GaugeMetricFamily("imgrestore_queue_in_flight", "Jobs delivered to workers, not yet acknowledged.",
                                    labels=["queue"])
         backlog = GaugeMetricFamily("imgrestore_queue_backlog", "Waiting + in flight: what autoscaling follows.",
                                     labels=["queue"])
-        running = self.in_flight()
+        running = queues.in_flight_by_queue(self.client, self.unacked_key)
         for queue in self.queues:
-            waiting = int(self.client.llen(queue))
+            waiting = queues.waiting(self.client, queue)
             depth.add_metric([queue], waiting)
             flight.add_metric([queue], running.get(queue, 0))
             backlog.add_metric([queue], waiting + running.get(queue, 0))

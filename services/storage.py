@@ -105,7 +105,7 @@ class LocalStorage:
         """Recursively, in sorted path order (resumable after ``start_after``), skipping hidden files."""
         root = local_path(prefix_url)
         if root.is_file():
-            yield ObjectInfo(str(root), root.stat().st_size)
+            yield _local_info(root)
             return
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
@@ -113,7 +113,13 @@ class LocalStorage:
                 path = Path(dirpath) / name
                 if name.startswith(".") or (start_after and str(path) <= start_after):
                     continue
-                yield ObjectInfo(str(path), path.stat().st_size)
+                yield _local_info(path)
+
+
+def _local_info(path: Path) -> ObjectInfo:
+    """A local file's "etag" is its modification time: enough to tell a changed input from a finished one."""
+    stat = path.stat()
+    return ObjectInfo(str(path), stat.st_size, str(stat.st_mtime_ns))
 
 
 class S3Storage:

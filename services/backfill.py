@@ -1,0 +1,311 @@
+"""Backfills: restore everything under a prefix or folder — resumable, with backpressure and a failure report.
+
+Two runners share one plan:
+- ``QueuedBackfill`` (an ``s3://`` source): lists the prefix page by page and queues jobs for the workers as a
+  batch of kind ``backfill``, never more than ``max_in_flight`` unfinished at once. Job ids are derived from the
+  backfill id and the input, and membership lives in Redis, so ``--resume`` after a crash or Ctrl-C queues exactly
+  the inputs that were never queued and waits for the rest: nothing twice, nothing skipped.
+- ``EmbeddedBackfill`` (local folders, or ``--embedded``): restores in this process; finished inputs are appended
+  to a state file (JSON lines) that ``--resume`` reads back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from PIL import Image
+
+from .batches import Batch, BatchStore
+from .batching import DEFAULT_INCLUDE, BatchSubmitter, output_for, prefix_root
+from .errors import ImgRestoreError, InvalidJobError
+from .jobs import Job, JobOptions, Profile, Task
+from .jobstore import JobStore
+from .pipeline import Restorer
+from .storage import ObjectInfo, StorageRouter, is_s3_url, matches_any
+
+Progress = Callable[["BackfillStatus"], None]
+
+
+@dataclass(frozen=True)
+class BackfillPlan:
+    task: Task
+    source: str  # s3://bucket/prefix/ or a folder
+    output: str  # s3://bucket/prefix/ or a folder
+    profile: Profile = Profile.auto
+    options: JobOptions = field(default_factory=JobOptions)
+    include: tuple[str, ...] = tuple(DEFAULT_INCLUDE)
+
+    @property
+    def root(self) -> str:
+        return prefix_root(self.source)
+
+    @property
+    def backfill_id(self) -> str:
+        """The same request gives the same id, which is what ``--resume`` finds."""
+        key = json.dumps([self.task.value, self.profile.value, self.root, self.output.rstrip("/"),
+                          sorted(self.include), self.options.model_dump(mode="json")])
+        return "bf-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def batch(self, owner: str | None = None) -> Batch:
+        return Batch(id=self.backfill_id, kind="backfill", task=self.task, profile=self.profile, options=self.options,
+                     source=self.root, output_prefix=self.output, owner=owner)
+
+    def inputs(self, storage: StorageRouter, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        output_root = prefix_root(self.output)
+        for info in storage.list(self.root, start_after):
+            if matches_any(info.url, list(self.include)) and not info.url.startswith(output_root):
+                yield info
+
+
+@dataclass
+class BackfillStatus:
+    backfill_id: str
+    listed: int = 0  # inputs found so far
+    queued: int = 0  # queued by this run (service mode) or taken up (embedded)
+    skipped: int = 0  # already handled by an earlier run
+    succeeded: int = 0
+    failed: int = 0
+    done_before: int = 0  # finished by earlier runs: not part of this run's rate
+    listing_done: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        return (self.done - self.done_before) / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class BackfillExists(InvalidJobError):
+    code = "backfill_exists"
+
+
+# --- service mode ------------------------------------------------------------------------------------------------
+class QueuedBackfill:
+    def __init__(self, plan: BackfillPlan, jobs: JobStore, batches: BatchStore, submitter: BatchSubmitter,
+                 storage: StorageRouter, max_in_flight: int, poll: float = 0.5) -> None:
+        self.plan = plan
+        self.jobs = jobs
+        self.batches = batches
+        self.submitter = submitter
+        self.storage = storage
+        self.max_in_flight = max_in_flight
+        self.poll = poll
+        self.status = BackfillStatus(plan.backfill_id)
+        self._estimate = max_in_flight  # unknown at first: ask Redis before the first job
+
+    def open(self, resume: bool) -> Batch:
+        batch_id = self.plan.backfill_id
+        if self.jobs.redis.exists(self.batches.key(batch_id)):
+            existing = self.batches.get(batch_id)
+            if not resume:
+                raise BackfillExists(
+                    f"backfill {batch_id} of {self.plan.root} already exists ({existing.done}/{existing.total} "
+                    "done); add --resume to continue it"
+                )
+            return existing
+        return self.batches.create(self.plan.batch())
+
+    def run(self, resume: bool, on_progress: Progress, wait: bool = True) -> BackfillStatus:
+        batch = self.open(resume)
+        status = self.status
+        status.done_before = batch.done
+        cursor = self.jobs.redis.hget(self.batches.key(batch.id), "cursor") or None
+        if not batch.sealed:
+            for info in self.plan.inputs(self.storage, cursor):
+                self._wait_for_capacity(batch.id, on_progress)
+                status.listed += 1
+                added = _retrying(lambda: self.submitter.add(batch, info.url, self.plan.root))
+                if added is None:
+                    status.skipped += 1
+                else:
+                    status.queued += 1
+                if status.listed % 1000 == 0:  # a resumed listing restarts at most one page back
+                    _retrying(lambda: self.jobs.redis.hset(self.batches.key(batch.id), "cursor", info.url))
+                    self._refresh(batch.id)
+                    on_progress(status)
+            _retrying(lambda: self.batches.seal(batch.id))
+        status.listing_done = True
+        self._refresh(batch.id)
+        on_progress(status)
+        while wait and status.done < self.batches.get(batch.id).total:
+            time.sleep(self.poll)
+            self._refresh(batch.id)
+            on_progress(status)
+        return status
+
+    def _refresh(self, batch_id: str) -> None:
+        batch = _retrying(lambda: self.batches.get(batch_id))
+        self.status.succeeded, self.status.failed = batch.succeeded, batch.failed
+        if self.status.listing_done:
+            self.status.listed = batch.total
+
+    def _wait_for_capacity(self, batch_id: str, on_progress: Progress) -> None:
+        """Blocks while the batch has ``max_in_flight`` unfinished jobs. Redis is asked only when the local
+        estimate (last answer + jobs queued since) reaches the limit, not once per key."""
+        self._estimate += 1
+        if self._estimate < self.max_in_flight:
+            return
+        while (in_flight := _retrying(lambda: self.submitter.in_flight(batch_id))) >= self.max_in_flight:
+            self._refresh(batch_id)
+            on_progress(self.status)
+            time.sleep(self.poll)
+        self._estimate = in_flight + 1
+
+    def failures(self) -> Iterator[dict]:
+        for job_id in self.batches.failed_ids(self.plan.backfill_id, limit=10**9):
+            job = self.jobs.get(job_id)
+            yield {"input": job.input_url, "job_id": job.id, **(job.error.model_dump() if job.error else {})}
+
+
+def _retrying(call: Callable, attempts: int = 60, delay: float = 0.5):
+    """Redis restarts and failovers: keep trying for ~30 s before giving up."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+
+
+# --- embedded mode -----------------------------------------------------------------------------------------------
+class EmbeddedBackfill:
+    def __init__(self, plan: BackfillPlan, restorer: Restorer, state_file: Path) -> None:
+        self.plan = plan
+        self.restorer = restorer
+        self.state_file = state_file
+        self.status = BackfillStatus(plan.backfill_id)
+        self._failures: list[dict] = []
+
+    def _finished_inputs(self, resume: bool) -> dict[str, dict]:
+        """The last record of every input an earlier run finished (succeeded or failed)."""
+        if not self.state_file.exists():
+            return {}
+        if not resume:
+            raise BackfillExists(f"backfill {self.plan.backfill_id} has a state file {self.state_file}; add "
+                                 "--resume to continue it (or delete the file to start over)")
+        finished: dict[str, dict] = {}
+        for line in self.state_file.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill: that input is simply done again
+            finished[record["input"]] = record
+        return finished
+
+    def run(self, resume: bool, on_progress: Progress) -> BackfillStatus:
+        finished = self._finished_inputs(resume)
+        status = self.status
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        batch = self.plan.batch()
+        with self.state_file.open("a") as log:
+            for info in self.plan.inputs(self.restorer.storage):
+                status.listed += 1
+                fingerprint = f"{info.size}:{info.etag or ''}"
+                earlier = finished.get(info.url)
+                if earlier is not None and earlier["fingerprint"] == fingerprint:
+                    status.skipped += 1
+                    status.done_before += 1
+                    self._count(earlier)
+                    on_progress(status)
+                    continue
+                job = Job(task=self.plan.task, profile=self.plan.profile, input_url=info.url,
+                          output_url=output_for(batch, info.url, self.plan.root), options=self.plan.options)
+                status.queued += 1
+                record = {"input": info.url, "output": job.output_url, "fingerprint": fingerprint}
+                try:
+                    self.restorer.restore(job)
+                    record["state"] = "succeeded"
+                except Exception as exc:  # one bad file never stops a backfill
+                    error = (exc.code, exc.message) if isinstance(exc, ImgRestoreError) else ("internal", repr(exc))
+                    record |= {"state": "failed", "type": error[0], "message": error[1]}
+                self._count(record)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                on_progress(status)
+        status.listing_done = True
+        on_progress(status)
+        return status
+
+    def _count(self, record: dict) -> None:
+        if record["state"] == "succeeded":
+            self.status.succeeded += 1
+        else:
+            self.status.failed += 1
+            self._failures.append(record)
+
+    def failures(self) -> Iterator[dict]:
+        yield from self._failures
+
+
+# --- dry run -----------------------------------------------------------------------------------------------------
+@dataclass
+class DryRunEstimate:
+    count: int = 0
+    bytes: int = 0
+    megapixels: float = 0.0
+    unreadable: int = 0
+
+
+def image_megapixels(storage: StorageRouter, info: ObjectInfo, head_bytes: int = 256 * 1024) -> float | None:
+    """Width × height from the header alone (a ranged read for S3); None when the header is not an image."""
+    try:
+        if is_s3_url(info.url):
+            bucket, key = info.url[5:].split("/", 1)
+            response = storage.s3.client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{head_bytes - 1}")
+            data = response["Body"].read()
+        else:
+            with open(info.url, "rb") as fh:
+                data = fh.read(head_bytes)
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height / 1e6
+    except Exception:
+        return None
+
+
+def estimate(plan: BackfillPlan, storage: StorageRouter, emit: Callable[[ObjectInfo, str], None],
+             threads: int = 16) -> DryRunEstimate:
+    """Lists what a backfill would process (``emit(input, output)``) and estimates the work from headers."""
+    result = DryRunEstimate()
+    batch = plan.batch()
+
+    def inspect(info: ObjectInfo) -> tuple[ObjectInfo, float | None]:
+        return info, image_megapixels(storage, info)
+
+    with ThreadPoolExecutor(threads) as pool:
+        for info, megapixels in bounded_map(pool, inspect, plan.inputs(storage), window=threads * 8):
+            result.count += 1
+            result.bytes += info.size
+            emit(info, output_for(batch, info.url, plan.root))
+            if megapixels is None:
+                result.unreadable += 1
+            else:
+                result.megapixels += megapixels
+    return result
+
+
+def bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int) -> Iterator:
+    """Like ``pool.map`` in order, but with at most ``window`` items in flight (``map`` would list them all)."""
+    pending: deque[Future] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

@@ -1,0 +1,39 @@
+"""``imgrestore retry``: re-queue failed jobs (dead letters) once their cause is fixed."""
+
+from __future__ import annotations
+
+import click
+
+from ..batches import BatchStore
+from ..celery_app import app
+from ..jobs import JobState
+from ..submission import Submitter
+from .common import EXIT_USAGE, cli, echo_json, fail, job_store, reports_errors, settings
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1)
+@click.option("--failed", "batch_id", help="Re-queue every failed job of this batch or backfill.")
+@click.option("--dead-letters", is_flag=True, help="Re-queue every job in the dead-letter record.")
+@reports_errors
+def retry(job_ids: tuple[str, ...], batch_id: str | None, dead_letters: bool) -> None:
+    """Re-queue failed jobs: JOB_ID..., --failed BATCH_ID, or --dead-letters. Prints what was re-queued."""
+    config = settings()
+    store = job_store(config)
+    submitter = Submitter(config, store, app)
+    targets = list(job_ids)
+    if batch_id:
+        targets += BatchStore(store).failed_ids(batch_id, limit=10**9)
+    if dead_letters:
+        targets += store.dead_letters(limit=10**9)
+    if not targets:
+        fail("nothing to retry: give job ids, --failed BATCH_ID or --dead-letters", EXIT_USAGE)
+    requeued, skipped = [], []
+    for job_id in dict.fromkeys(targets):  # each once, in order
+        job = store.get(job_id)
+        if job.state is not JobState.failed:
+            skipped.append({"id": job_id, "state": job.state.value})
+            continue
+        submitter.requeue(job_id)
+        requeued.append(job_id)
+    echo_json({"requeued": requeued, "skipped": skipped})
