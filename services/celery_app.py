@@ -6,7 +6,8 @@ Delivery contract (see README, "Reliability"):
 - A live worker keeps extending the lease of every message it holds (``services.leases``), so a long job is never
   delivered twice; a dead worker's messages become visible again ``visibility_timeout`` seconds after its last
   renewal, and workers sweep for them every ``unacked_restore_interval`` seconds (throttle 1: every sweep scans).
-  Redelivery therefore takes at most about visibility_timeout + restore interval + renew interval (≈ 80 s by default).
+  Redelivery therefore takes at most about visibility_timeout + restore interval + renew interval (≈ 80 s by default;
+  add up to the sweep lock's expiry, 30 s, in the rare case a worker died in the middle of a sweep).
 """
 
 from __future__ import annotations
@@ -38,10 +39,16 @@ def celery_config(settings: Settings) -> dict:
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
+        # Publishing (submit, retries, backfills) rides out a Redis restart of up to ~30 s.
+        "task_publish_retry_policy": {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5,
+                                      "interval_max": 2.0},
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": settings.unacked_restore_interval,
             "unacked_restore_throttle": 1,
+            # The sweep takes a Redis lock; kombu's default 300 s expiry means a worker killed mid-sweep would stop
+            # all redelivery for five minutes. A sweep takes milliseconds, so a short expiry costs nothing.
+            "unacked_mutex_expire": max(10, 3 * settings.unacked_restore_interval),
         },
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
         "redis_backend_health_check_interval": 30,

@@ -17,6 +17,7 @@ _OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="imgrestore-metrics-")
 
+import redis  # noqa: E402
 from celery import signals  # noqa: E402
 
 from . import callbacks, metrics  # noqa: E402
@@ -60,9 +61,19 @@ def _send_notification(note: Notification) -> None:
     app.send_task(NOTIFY_TASK, args=[note.url, note.event, note.payload], queue=get_settings().control_queue)
 
 
+# Redis unavailable mid-job (restart, failover, loading its AOF): the job's state could not be recorded. Failing the
+# task would acknowledge — and lose — the job, so it is delivered again instead (if even that cannot be published,
+# the message stays unacknowledged and comes back after the visibility timeout).
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
+
+
 @app.task(name=RESTORE_TASK, bind=True, max_retries=None)
 def restore_task(self, payload: dict) -> dict:
-    outcome = runner().run(Job.model_validate(payload), self.request.hostname)
+    try:
+        outcome = runner().run(Job.model_validate(payload), self.request.hostname)
+    except _REDIS_DOWN as exc:
+        log.warning("job store unreachable, job will be delivered again", extra={"error": str(exc)})
+        raise self.retry(countdown=2.0, max_retries=None)
     if isinstance(outcome, RetryLater):
         raise self.retry(countdown=outcome.delay, max_retries=None)
     return outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -67,6 +68,7 @@ def service_env(redis_url: str, s3_endpoint: str, aws_env: dict, tiny_model_dir:
         "IMGRESTORE_INTRA_OP_THREADS": "1",
         "IMGRESTORE_LOG_FORMAT": "json",
         "IMGRESTORE_RETRY_BACKOFF_BASE": "0.2",
+        "IMGRESTORE_METRICS_PORT": "0",
     }
 
 
@@ -94,6 +96,54 @@ def store(service_settings: Settings) -> JobStore:
 @pytest.fixture(scope="module")
 def submitter(service_settings: Settings, store: JobStore, celery_app) -> Submitter:
     return Submitter(service_settings, store, celery_app)
+
+
+@dataclass
+class Service:
+    """Workers on a queue prefix of their own, with the settings a test chose."""
+
+    env: dict
+    settings: Settings
+    app: object
+    submitter: Submitter
+    log_dir: Path
+    workers: list = field(default_factory=list)
+
+    @property
+    def store(self) -> JobStore:
+        return self.submitter.store
+
+    def start_worker(self, concurrency: int = 1):
+        worker = start_worker(f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}@test", self.env, self.log_dir,
+                              concurrency=concurrency, app=self.app)
+        self.workers.append(worker)
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop(timeout=15)
+
+
+@pytest.fixture()
+def make_service(service_env: dict, tmp_path: Path):
+    """``make_service(workers=2, IMGRESTORE_X="…")`` → a ``Service``; everything is stopped afterwards."""
+    made: list[Service] = []
+
+    def make(workers: int = 1, concurrency: int = 1, **overrides: str) -> Service:
+        env = {**service_env, "IMGRESTORE_QUEUE_PREFIX": f"s{uuid.uuid4().hex[:8]}.", "IMGRESTORE_METRICS_PORT": "0",
+               **overrides}
+        settings = settings_from(env)
+        app = create_app(settings)
+        store = JobStore.from_url(settings.redis_url, settings.key_prefix)
+        service = Service(env, settings, app, Submitter(settings, store, app), tmp_path)
+        made.append(service)
+        for _ in range(workers):
+            service.start_worker(concurrency)
+        return service
+
+    yield make
+    for service in made:
+        service.stop()
 
 
 @pytest.fixture(scope="module")

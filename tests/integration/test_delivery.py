@@ -6,18 +6,11 @@ import io
 import os
 import threading
 import time
-import uuid
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from services.jobs import JobRequest, JobState
-from tests.integration.conftest import settings_from
-from services.celery_app import create_app
-from services.jobstore import JobStore
-from services.submission import Submitter
-from tests.support.processes import start_worker
 
 
 def _png() -> bytes:
@@ -26,31 +19,12 @@ def _png() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture()
-def make_service(service_env, tmp_path):
-    """Starts workers with extra settings on a queue prefix of their own; stops them afterwards."""
-    started = []
-
-    def make(count: int = 1, **overrides: str):
-        env = {**service_env, "IMGRESTORE_QUEUE_PREFIX": f"d{uuid.uuid4().hex[:8]}.", **overrides}
-        settings = settings_from(env)
-        app = create_app(settings)
-        store = JobStore.from_url(settings.redis_url, settings.key_prefix)
-        workers = [start_worker(f"d{i}-{uuid.uuid4().hex[:6]}@test", env, tmp_path, app=app) for i in range(count)]
-        started.extend(workers)
-        return Submitter(settings, store, app), workers
-
-    yield make
-    for worker in started:
-        worker.stop()
-
-
 def test_transient_storage_errors_are_retried_with_backoff_then_fail_with_the_reason(make_service, tmp_path):
-    submitter, _ = make_service(
+    submitter = make_service(
         IMGRESTORE_S3_ENDPOINT_URL="http://127.0.0.1:9",  # nothing listens there
         IMGRESTORE_S3_MAX_ATTEMPTS="1", IMGRESTORE_S3_CONNECT_TIMEOUT="0.3",
         IMGRESTORE_MAX_RETRIES="2", IMGRESTORE_RETRY_BACKOFF_BASE="0.3",
-    )
+    ).submitter
     started = time.monotonic()
     job = submitter.submit(JobRequest(task="denoise", input_url="s3://bucket/x.png"))
     final = submitter.wait(job.id, timeout=90)
@@ -64,8 +38,9 @@ def test_transient_storage_errors_are_retried_with_backoff_then_fail_with_the_re
 def test_a_slow_job_keeps_its_lease_and_is_not_delivered_twice(make_service, tmp_path):
     # The input is a named pipe: the job blocks in `download` until the test writes the image, for 4× the
     # visibility timeout. Without lease renewal the broker would hand it to the second worker after ~3 s.
-    submitter, workers = make_service(2, IMGRESTORE_VISIBILITY_TIMEOUT="3", IMGRESTORE_LEASE_RENEW_INTERVAL="0.5",
-                                      IMGRESTORE_UNACKED_RESTORE_INTERVAL="1")
+    service = make_service(2, IMGRESTORE_VISIBILITY_TIMEOUT="3", IMGRESTORE_LEASE_RENEW_INTERVAL="0.5",
+                           IMGRESTORE_UNACKED_RESTORE_INTERVAL="1")
+    submitter, workers = service.submitter, service.workers
     fifo = tmp_path / "slow.png"
     os.mkfifo(fifo)
     job = submitter.submit(JobRequest(task="denoise", input_url=str(fifo), output_url=str(tmp_path / "out.png")))
