@@ -145,7 +145,8 @@ def _to_arrays(image: Image.Image, fmt: str, info: dict) -> DecodedImage:
         if mode in ("LA", "La"):
             image = image.convert("LA")
             alpha = np.asarray(image.getchannel("A"))
-        pixels = np.asarray(image.convert("L"))[..., None]
+        # convert() copies even when the mode already matches: skip it for the common case (big pages).
+        pixels = np.asarray(image if mode == "L" else image.convert("L"))[..., None]
     else:
         has_alpha = mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in info)
         if has_alpha:
@@ -153,7 +154,7 @@ def _to_arrays(image: Image.Image, fmt: str, info: dict) -> DecodedImage:
             alpha = np.asarray(image.getchannel("A"))
         if mode == "CMYK" or (icc and _icc_space(icc) not in (b"RGB ", None)):
             icc = None
-        pixels = np.asarray(image.convert("RGB"))
+        pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     dpi = info.get("dpi")
     exif = image.getexif()
     return DecodedImage(

@@ -38,6 +38,7 @@ from .submission import Submitter  # noqa: E402
 log = logging.getLogger(__name__)
 
 NOTIFY_TASK = "imgrestore.notify"
+PING_TASK = "imgrestore.ping"
 app.steps["consumer"].add(LeaseRenewal)
 
 _runner: JobRunner | None = None
@@ -102,6 +103,12 @@ def expand_batch_task(self, batch_id: str, root: str, include: list[str], start_
         return {"batch_id": batch_id, "sealed": True}
     busy = expander.in_flight(batch_id) >= settings.batch_max_in_flight
     raise self.retry(args=[batch_id, root, include, cursor], countdown=5 if busy else 0, max_retries=None)
+
+
+@app.task(name=PING_TASK)
+def ping_task() -> str:
+    """Does nothing: proves a worker consumes a queue, and measures the queue's own ceiling (bench/throughput.py)."""
+    return "pong"
 
 
 @app.task(name=NOTIFY_TASK, bind=True, max_retries=None)
