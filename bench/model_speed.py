@@ -1,0 +1,139 @@
+"""Model speed: megapixels/s of each shipped model through ONNX Runtime against the same weights in PyTorch eager,
+same thread count, same tiling (the service's own tiler drives both), on 0.25, 1, 4 and 16 MP inputs, the two
+backends alternating within one run. Plus ORT sweeps at 1 MP: tile size, batch size, graph optimisation on/off.
+Target: ONNX Runtime ≥ 1.5× PyTorch eager on this CPU.
+
+Usage: python bench/model_speed.py [--models doc-denoise,...] [--sizes 0.25,1,4,16] [--threads 2] [--repeats 3]
+Needs the `train` extra (torch) and the trained weights (training/weights/<name>.pt, see training/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import REPO, markdown_table, write_results  # noqa: E402
+
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
+
+from services.config import Settings  # noqa: E402
+from services.registry import load_manifest  # noqa: E402
+from services.tiling import TilePlan, run_tiled  # noqa: E402
+
+WEIGHTS = [REPO / "training" / "weights", REPO / "training" / "runs"]
+
+
+def load_torch(name: str) -> torch.nn.Module:
+    from training.train import load_trained
+
+    for folder in WEIGHTS:
+        for path in (folder / f"{name}.pt", folder / name / "model.pt"):
+            if path.is_file():
+                model, _ = load_trained(path)
+                return model.eval()
+    raise FileNotFoundError(f"no trained weights for {name} under {', '.join(map(str, WEIGHTS))}")
+
+
+def ort_session(path: Path, threads: int, optimize: bool = True) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def image(megapixels: float, channels: int, seed: int = 0) -> np.ndarray:
+    side = int(round((megapixels * 1e6) ** 0.5))
+    rng = np.random.default_rng(seed)
+    # Smooth content plus noise: closer to a real image than white noise, same cost for a conv net.
+    base = np.cumsum(np.cumsum(rng.standard_normal((channels, side, side)), 1), 2)
+    base = (base - base.min()) / (np.ptp(base) + 1e-9)
+    return np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1).astype(np.float32)
+
+
+def tiled_seconds(infer, pixels: np.ndarray, cout: int, tile: int, overlap: int, multiple: int, batch: int) -> float:
+    c, h, w = pixels.shape
+    plan = TilePlan.for_image(h, w, tile, overlap, multiple)
+    started = time.perf_counter()
+    run_tiled(plan, lambda r, col: pixels[:, r][:, :, col], infer, lambda first, rows: None, cout, batch)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default="")
+    parser.add_argument("--sizes", default="0.25,1,4,16")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = Settings()
+    manifest = load_manifest(settings.model_dir)
+    wanted = [m for m in manifest.models if not args.models or m.name in args.models.split(",")]
+    sizes = [float(s) for s in args.sizes.split(",")]
+
+    speed_rows, sweep_rows = [], []
+    for spec in wanted:
+        net = load_torch(spec.name)
+        session = ort_session(settings.model_dir / spec.file, args.threads)
+        cin, cout = spec.input.channels, spec.output.channels
+        tile, overlap, mult = spec.tiling.tile_size, spec.tiling.overlap, spec.tiling.multiple_of
+
+        def run_ort(batch: np.ndarray, s=session, name=spec.input.name) -> np.ndarray:
+            return s.run(None, {name: batch})[0]
+
+        def run_torch(batch: np.ndarray, model=net) -> np.ndarray:
+            with torch.inference_mode():
+                return model(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
+
+        for megapixels in sizes:
+            pixels = image(megapixels, cin)
+            times = {"ort": [], "torch": []}
+            tiled_seconds(run_ort, pixels[:, :mult * 8, :mult * 8], cout, tile, overlap, mult, args.batch)  # warm
+            tiled_seconds(run_torch, pixels[:, :mult * 8, :mult * 8], cout, tile, overlap, mult, args.batch)
+            for _ in range(args.repeats):  # alternate, so drifts in machine load hit both alike
+                times["ort"].append(tiled_seconds(run_ort, pixels, cout, tile, overlap, mult, args.batch))
+                times["torch"].append(tiled_seconds(run_torch, pixels, cout, tile, overlap, mult, args.batch))
+            ort_s, torch_s = statistics.median(times["ort"]), statistics.median(times["torch"])
+            speed_rows.append({"model": spec.name, "megapixels": megapixels,
+                               "ort_mp_per_s": round(megapixels / ort_s, 3),
+                               "torch_mp_per_s": round(megapixels / torch_s, 3),
+                               "ort_s_per_mp": round(ort_s / megapixels, 3),
+                               "speedup": round(torch_s / ort_s, 2)})
+            print(speed_rows[-1], flush=True)
+
+        one = image(1.0, cin)
+        for label, value in [("tile", t) for t in (256, 384, 512, 768)] + [("batch", b) for b in (1, 2, 4, 8)]:
+            t = value if label == "tile" else tile
+            b = value if label == "batch" else args.batch
+            seconds = statistics.median(tiled_seconds(run_ort, one, cout, max(t, mult), min(overlap, t // 2), mult, b)
+                                        for _ in range(args.repeats))
+            sweep_rows.append({"model": spec.name, "sweep": label, "value": value, "mp_per_s": round(1 / seconds, 3)})
+        plain = ort_session(settings.model_dir / spec.file, args.threads, optimize=False)
+        off = statistics.median(tiled_seconds(lambda b, s=plain, n=spec.input.name: s.run(None, {n: b})[0], one, cout,
+                                              tile, overlap, mult, args.batch) for _ in range(args.repeats))
+        on = statistics.median(tiled_seconds(run_ort, one, cout, tile, overlap, mult, args.batch)
+                               for _ in range(args.repeats))
+        sweep_rows.append({"model": spec.name, "sweep": "graph optimisation", "value": "off", "mp_per_s": round(1 / off, 3)})
+        sweep_rows.append({"model": spec.name, "sweep": "graph optimisation", "value": "all", "mp_per_s": round(1 / on, 3)})
+
+    worst = min((r["speedup"] for r in speed_rows), default=0.0)
+    write_results("model_speed", "Model speed: ONNX Runtime vs PyTorch eager (CPU)", {
+        "threads": args.threads, "repeats": args.repeats, "batch": args.batch, "speed": speed_rows,
+        "sweeps": sweep_rows, "target_speedup": 1.5, "min_speedup": worst, "met": worst >= 1.5}, [
+        ("Megapixels per second (tiled as the service does; medians)", markdown_table(speed_rows)),
+        ("ONNX Runtime sweeps at 1 MP", markdown_table(sweep_rows)),
+        ("Result", f"Smallest ONNX Runtime / PyTorch eager speed-up: **{worst:.2f}×** (target ≥ 1.5×: "
+                   f"{'met' if worst >= 1.5 else 'missed'}).")])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
