@@ -16,7 +16,7 @@ from .batches import Batch, BatchStore
 from .config import Settings
 from .errors import InvalidJobError
 from .imaging import EXTENSIONS
-from .jobs import Job, JobRequest, derive_output_url
+from .jobs import RESTORED_DIR, Job, JobRequest, derive_output_url
 from .jobstore import JobStore
 from .storage import StorageRouter, matches_any, split_s3_url
 from .submission import Submitter, validate_urls
@@ -42,6 +42,13 @@ def output_for(batch: Batch, input_url: str, root: str | None) -> str:
     elif suffix.lower() == ".gif":
         relative = stem + ".png"
     return batch.output_prefix.rstrip("/") + "/" + relative.lstrip("/")
+
+
+def is_own_output(batch: Batch, url: str) -> bool:
+    """True for results this batch (or an earlier run of it) wrote inside the prefix it lists: never inputs."""
+    if batch.output_prefix:
+        return url.startswith(prefix_root(batch.output_prefix))
+    return f"/{RESTORED_DIR}/" in url
 
 
 def prefix_root(prefix_url: str) -> str:
@@ -120,7 +127,7 @@ class BatchSubmitter:
         listed = 0
         cursor = start_after
         for info in storage.list(root, start_after or None):
-            if matches_any(info.url, include):
+            if matches_any(info.url, include) and not is_own_output(batch, info.url):
                 self.add(batch, info.url, root)
             cursor = info.url
             listed += 1

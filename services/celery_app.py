@@ -19,6 +19,7 @@ from .config import Settings, get_settings
 from .jobs import Task
 
 RESTORE_TASK = "imgrestore.restore"
+NOTIFY_TASK = "imgrestore.notify"  # delivers one webhook (services/callbacks.py)
 
 
 def celery_config(settings: Settings) -> dict:

@@ -125,11 +125,22 @@ class JobRunner:
     def _after_finish(self, job: Job) -> None:
         if self.notify is None:
             return
-        if job.callback_url:
-            final = self.store.get(job.id)
-            self.notify(Notification(job.callback_url, "job.finished", final.model_dump(mode="json")))
-        if job.batch_id and self.batches.mark_finished_once(job.batch_id):
-            batch = self.batches.get(job.batch_id)
-            if batch.callback_url:
-                payload = batch.model_dump(mode="json") | {"state": batch.state.value}
-                self.notify(Notification(batch.callback_url, "batch.finished", payload))
+        for note in finished_notifications(self.store, self.batches, job):
+            self.notify(note)
+
+
+def finished_notifications(store: JobStore, batches: BatchStore, job: Job) -> list[Notification]:
+    """The webhooks owed once ``job`` reached its final state: its own, and its batch's if it was the last one.
+
+    Whoever finished the job calls this once (the worker, or the API when it cancels a queued job).
+    """
+    notes = []
+    if job.callback_url:
+        final = store.get(job.id)
+        notes.append(Notification(job.callback_url, "job.finished", final.model_dump(mode="json")))
+    if job.batch_id and batches.mark_finished_once(job.batch_id):
+        batch = batches.get(job.batch_id)
+        if batch.callback_url:
+            payload = batch.model_dump(mode="json") | {"state": batch.state.value}
+            notes.append(Notification(batch.callback_url, "batch.finished", payload))
+    return notes

@@ -151,6 +151,9 @@ class Job(BaseModel):
         return variant_name(self.task, self.profile)
 
 
+RESTORED_DIR = "restored"  # default outputs go to <input folder>/restored/<variant>/
+
+
 def variant_name(task: Task | str, profile: Profile | str) -> str:
     task = Task(task)
     return f"{task.value}-{Profile(profile).value}" if task is Task.denoise else task.value
@@ -171,4 +174,4 @@ def derive_output_url(
         name = stem + EXTENSIONS[normalize_format(output_format)]
     elif suffix.lower() == ".gif":  # GIF input is written as PNG
         name = stem + ".png"
-    return posixpath.join(head, "restored", variant_name(task, profile), name)
+    return posixpath.join(head, RESTORED_DIR, variant_name(task, profile), name)

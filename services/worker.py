@@ -23,7 +23,7 @@ from celery import signals  # noqa: E402
 from . import callbacks, metrics  # noqa: E402
 from .batches import BatchStore  # noqa: E402
 from .batching import EXPAND_TASK, BatchSubmitter  # noqa: E402
-from .celery_app import RESTORE_TASK, app  # noqa: E402
+from .celery_app import NOTIFY_TASK, RESTORE_TASK, app  # noqa: E402
 from .config import get_settings  # noqa: E402
 from .errors import TransientError  # noqa: E402
 from .execution import JobRunner, Notification, RetryLater, retry_delay  # noqa: E402
@@ -37,7 +37,6 @@ from .submission import Submitter  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-NOTIFY_TASK = "imgrestore.notify"
 PING_TASK = "imgrestore.ping"
 app.steps["consumer"].add(LeaseRenewal)
 
