@@ -117,6 +117,10 @@ class BatchStore:
     def failed_ids(self, batch_id: str, limit: int = 100) -> list[str]:
         return list(self.redis.zrange(self.key(batch_id) + ":failed", 0, limit - 1))
 
+    def listing_error(self, batch_id: str) -> str | None:
+        """Why the server-side listing of a prefix batch stopped, when it failed (set by the expand task)."""
+        return self.redis.hget(self.key(batch_id), "error") or None
+
     def recent(self, limit: int = 20) -> list[Batch]:
         out = []
         for batch_id in self.redis.zrevrange(self.recent_key, 0, limit - 1):

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     )
     api_max_request_bytes: int = Field(1_000_000, gt=0)
     api_max_batch_inputs: int = Field(10_000, gt=0)
+    api_idempotency_ttl_seconds: int = Field(
+        24 * 3600, gt=0, description="How long an Idempotency-Key keeps returning the job or batch it created."
+    )
+    api_thumbnail_max_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Larger images get no thumbnail (the API reads them whole)."
+    )
     batch_max_in_flight: int = Field(
         10_000, gt=0, description="Prefix batches queue more jobs only while fewer than this are unfinished."
     )

@@ -18,6 +18,7 @@ from .config import Settings
 from .errors import DeliveryLimitError, ImgRestoreError, TransientError
 from .jobs import Job, JobError, StageTimings
 from .jobstore import JobStore
+from .notifications import Notification, finished_notifications
 from .pipeline import Restorer
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,6 @@ class RetryLater:
     """The job should be delivered again after ``delay`` seconds (the Celery task raises its retry)."""
 
     delay: float
-
-
-@dataclass(frozen=True)
-class Notification:
-    url: str
-    event: str  # "job.finished" or "batch.finished"
-    payload: dict
 
 
 class JobRunner:
@@ -127,20 +121,3 @@ class JobRunner:
             return
         for note in finished_notifications(self.store, self.batches, job):
             self.notify(note)
-
-
-def finished_notifications(store: JobStore, batches: BatchStore, job: Job) -> list[Notification]:
-    """The webhooks owed once ``job`` reached its final state: its own, and its batch's if it was the last one.
-
-    Whoever finished the job calls this once (the worker, or the API when it cancels a queued job).
-    """
-    notes = []
-    if job.callback_url:
-        final = store.get(job.id)
-        notes.append(Notification(job.callback_url, "job.finished", final.model_dump(mode="json")))
-    if job.batch_id and batches.mark_finished_once(job.batch_id):
-        batch = batches.get(job.batch_id)
-        if batch.callback_url:
-            payload = batch.model_dump(mode="json") | {"state": batch.state.value}
-            notes.append(Notification(batch.callback_url, "batch.finished", payload))
-    return notes

@@ -150,6 +150,14 @@ class JobStore:
         ids = self.redis.zrevrange(self.recent_key, 0, limit - 1)
         return [job for job in (self._get_or_none(i) for i in ids) if job is not None]
 
+    def get_many(self, job_ids: list[str]) -> list[Job]:
+        """The records of ``job_ids`` in one round trip, in that order; expired or unknown ids are left out."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.job_key(job_id))
+            raws = pipe.execute()
+        return [_decode(raw) for raw in raws if raw]
+
     def _get_or_none(self, job_id: str) -> Job | None:
         try:
             return self.get(job_id)

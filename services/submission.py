@@ -20,9 +20,10 @@ class Submitter:
         self.store = store
         self.app = app
 
-    def submit(self, request: JobRequest) -> Job:
+    def submit(self, request: JobRequest, owner: str | None = None) -> Job:
+        """Records and queues the job; ``owner`` is the name of the API token that asked for it (None elsewhere)."""
         validate_urls(request.input_url, request.output_url)
-        job = Job.from_request(request)
+        job = Job.from_request(request, owner=owner)
         self.store.create(job)
         self.enqueue(job)
         return job

@@ -26,7 +26,8 @@ from .batching import EXPAND_TASK, BatchSubmitter  # noqa: E402
 from .celery_app import NOTIFY_TASK, RESTORE_TASK, app  # noqa: E402
 from .config import get_settings  # noqa: E402
 from .errors import TransientError  # noqa: E402
-from .execution import JobRunner, Notification, RetryLater, retry_delay  # noqa: E402
+from .execution import JobRunner, RetryLater, retry_delay  # noqa: E402
+from .notifications import Notification  # noqa: E402
 from .jobs import Job  # noqa: E402
 from .jobstore import JobStore  # noqa: E402
 from .leases import LeaseRenewal  # noqa: E402

@@ -14,16 +14,9 @@ from services.celery_app import create_app
 from services.config import Settings
 from services.jobstore import JobStore
 from services.submission import Submitter
-from tests.support.processes import require_redis, start_moto, start_worker
+from tests.support.processes import start_moto, start_worker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = os.environ.get("IMGRESTORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    require_redis(url).flushdb()  # a database of its own: the tests own everything in it
-    return url
 
 
 @pytest.fixture(scope="session")

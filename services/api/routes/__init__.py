@@ -1,0 +1,1 @@
+"""Routers: ``jobs``, ``batches``, ``health`` (health, readiness, metrics) and ``ui`` (the status page)."""

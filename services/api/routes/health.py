@@ -1,0 +1,94 @@
+"""Unauthenticated operational endpoints: liveness, readiness and Prometheus metrics.
+
+`/metrics` reveals queue names and traffic; serve the API's port on an internal network (or block `/metrics` at
+the ingress) — see services/api/README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ...storage import S3Storage
+from ..context import ApiContext, get_ctx
+from ..models import CheckResult, Health, Readiness
+from .common import known_query_only
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["operations"], dependencies=[Depends(known_query_only)])
+PROBE_TIMEOUT = 2.0
+MAX_PROBED_BUCKETS = 5
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+def healthz() -> Health:
+    return Health(status="ok")
+
+
+def _redis_check(ctx: ApiContext) -> CheckResult:
+    client = redis.Redis.from_url(ctx.settings.redis_url, socket_timeout=PROBE_TIMEOUT,
+                                  socket_connect_timeout=PROBE_TIMEOUT)
+    try:
+        client.ping()
+        return CheckResult(ok=True)
+    except redis.exceptions.RedisError as exc:
+        return CheckResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        client.close()
+
+
+def _probe_client(ctx: ApiContext):
+    """A client of its own with short timeouts and no retries: a probe must answer quickly."""
+    if ctx.probe_s3 is None:
+        quick = ctx.settings.model_copy(update={"s3_connect_timeout": PROBE_TIMEOUT, "s3_read_timeout": PROBE_TIMEOUT,
+                                                "s3_max_attempts": 1, "s3_retry_mode": "standard"})
+        ctx.probe_s3 = S3Storage(quick).client
+    return ctx.probe_s3
+
+
+def _storage_check(ctx: ApiContext) -> CheckResult:
+    """The object store answers: HEAD on the buckets the tokens use (any HTTP answer below 500 counts)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    buckets = sorted({entry[len("s3://"):].split("/", 1)[0] for p in ctx.tokens.principals for entry in p.allow})
+    client = _probe_client(ctx)
+    try:
+        if not buckets:
+            client.list_buckets()
+        for bucket in buckets[:MAX_PROBED_BUCKETS]:
+            try:
+                client.head_bucket(Bucket=bucket)
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500
+                if status >= 500:
+                    raise
+        return CheckResult(ok=True)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500
+        if status < 500:
+            return CheckResult(ok=True)  # it answered (e.g. 403 for list_buckets): reachable
+        return CheckResult(ok=False, error=f"object store answered {status}")
+    except (BotoCoreError, OSError) as exc:
+        return CheckResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+
+
+@router.get("/readyz", response_model=Readiness, summary="Readiness: Redis and the object store answer",
+            responses={503: {"model": Readiness, "description": "A dependency is unreachable"}})
+def readyz(ctx: ApiContext = Depends(get_ctx)) -> JSONResponse:
+    checks = {"redis": _redis_check(ctx), "storage": _storage_check(ctx)}
+    ready = all(c.ok for c in checks.values())
+    if not ready:
+        log.warning("not ready", extra={name: c.error for name, c in checks.items() if not c.ok})
+    body = Readiness(status="ready" if ready else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics (API requests and queue gauges)",
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format"}})
+def metrics(ctx: ApiContext = Depends(get_ctx)) -> Response:
+    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

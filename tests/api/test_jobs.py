@@ -1,0 +1,179 @@
+"""Jobs over the API: submission records the owner, visibility per token, listing, cancel, idempotency."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.api.idempotency import fingerprint
+from services.jobs import Job, JobRequest, JobState
+from tests.api.conftest import OTHER, auth
+
+pytestmark = pytest.mark.integration
+
+
+def _submit(client, token=None, headers=None, **fields):
+    body = {"task": "denoise", "input_url": "s3://scans/in/p1.png"} | fields
+    return client.post("/v1/jobs", json=body, headers=auth(*(token,) if token else ()) | (headers or {}))
+
+
+def _queued_messages(ctx, queue: str) -> list[dict]:
+    """kombu's Redis transport: one JSON message per list item; the task name is in its headers."""
+    return [json.loads(raw) for raw in ctx.redis.lrange(queue, 0, -1)]
+
+
+def test_submit_records_the_job_with_its_owner_and_queues_it(client, ctx):
+    response = _submit(client, profile="document", options={"output_format": "webp"})
+    assert response.status_code == 201
+    job = response.json()
+    assert response.headers["Location"] == f"/v1/jobs/{job['id']}"
+    assert job["state"] == "queued" and job["owner"] == "ops"
+    assert job["output_url"] == "s3://scans/in/restored/denoise-document/p1.webp"
+    stored = ctx.jobs.get(job["id"])
+    assert stored.owner == "ops" and stored.options.output_format == "WEBP"
+    queued = _queued_messages(ctx, ctx.settings.queue_for("denoise"))
+    assert job["id"] in [m["headers"]["id"] for m in queued]  # task id = job id
+    assert client.get(f"/v1/jobs/{job['id']}", headers=auth()).json() == job
+
+
+def test_other_tokens_cannot_see_or_cancel_a_job(client):
+    job_id = _submit(client).json()["id"]
+    for method in ("get", "delete"):
+        response = getattr(client, method)(f"/v1/jobs/{job_id}", headers=auth(OTHER))
+        assert response.status_code == 404 and "not visible" in response.json()["error"]["message"]
+    assert job_id not in [j["id"] for j in client.get("/v1/jobs", headers=auth(OTHER)).json()["jobs"]]
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth()).status_code == 200
+
+
+def test_jobs_without_an_owner_are_visible_inside_the_allow_list(client, ctx):
+    """CLI-submitted jobs (no owner) show up for a token whose allow-list covers both their locations."""
+    inside = Job.from_request(JobRequest(task="colorize", input_url="s3://archive/in/cli.png"))
+    half = Job.from_request(JobRequest(task="colorize", input_url="s3://archive/in/x.png",
+                                       output_url="s3://archive/out/x.png"))
+    for job in (inside, half):
+        ctx.jobs.create(job)
+    listed = [j["id"] for j in client.get("/v1/jobs", params={"limit": 200}, headers=auth()).json()["jobs"]]
+    assert inside.id in listed and half.id not in listed
+    assert client.get(f"/v1/jobs/{half.id}", headers=auth()).status_code == 404
+    assert client.get(f"/v1/jobs/{inside.id}", headers=auth(OTHER)).status_code == 404
+
+
+def test_listing_is_newest_first_limited_and_filtered_by_state(client, ctx):
+    ids = [_submit(client, input_url=f"s3://scans/list/{i}.png").json()["id"] for i in range(4)]
+    listed = client.get("/v1/jobs", params={"limit": 3}, headers=auth()).json()["jobs"]
+    assert [j["id"] for j in listed] == ids[::-1][:3]
+    assert client.delete(f"/v1/jobs/{ids[0]}", headers=auth()).status_code == 200
+    failed = client.get("/v1/jobs", params={"state": "failed", "limit": 200}, headers=auth()).json()["jobs"]
+    assert ids[0] in [j["id"] for j in failed] and all(j["state"] == "failed" for j in failed)
+    queued = client.get("/v1/jobs", params={"state": "queued", "limit": 200}, headers=auth()).json()["jobs"]
+    assert ids[0] not in [j["id"] for j in queued] and ids[1] in [j["id"] for j in queued]
+
+
+def test_cancel_a_queued_job_once_and_never_a_running_one(client, ctx):
+    job_id = _submit(client).json()["id"]
+    response = client.delete(f"/v1/jobs/{job_id}", headers=auth())
+    assert response.status_code == 200
+    assert response.json()["state"] == "failed" and response.json()["error"]["type"] == "cancelled"
+    assert ctx.jobs.get(job_id).state is JobState.failed
+    again = client.delete(f"/v1/jobs/{job_id}", headers=auth())
+    assert again.status_code == 409 and "failed" in again.json()["error"]["message"]
+
+    running = _submit(client).json()["id"]
+    assert ctx.jobs.start(running, "w1@test", 60_000).status == "started"
+    response = client.delete(f"/v1/jobs/{running}", headers=auth())
+    assert response.status_code == 409 and "running" in response.json()["error"]["message"]
+    assert ctx.jobs.get(running).state is JobState.running
+
+    assert client.delete("/v1/jobs/no-such-job", headers=auth()).status_code == 404
+
+
+def test_cancelling_a_job_with_a_callback_queues_its_webhook(client, ctx):
+    job_id = _submit(client, callback_url="http://127.0.0.1:9/hook").json()["id"]
+    control = ctx.settings.control_queue
+    before = len(_queued_messages(ctx, control))
+    assert client.delete(f"/v1/jobs/{job_id}", headers=auth()).status_code == 200
+    messages = _queued_messages(ctx, control)[: len(_queued_messages(ctx, control)) - before]
+    notes = [m for m in messages if m["headers"]["task"] == "imgrestore.notify"]
+    assert len(notes) == 1
+    assert notes[0]["headers"]["argsrepr"].startswith("['http://127.0.0.1:9/hook', 'job.finished'")
+
+
+def test_idempotency_key_returns_the_original_job(client, ctx):
+    key = {"Idempotency-Key": "order-4711"}
+    first = _submit(client, headers=key, input_url="s3://scans/idem/a.png")
+    second = _submit(client, headers=key, input_url="s3://scans/idem/a.png")
+    assert first.status_code == second.status_code == 201
+    assert second.json()["id"] == first.json()["id"]
+    assert second.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    recorded = [j for j in ctx.jobs.recent(500) if j.input_url == "s3://scans/idem/a.png"]
+    assert len(recorded) == 1
+
+    different = _submit(client, headers=key, input_url="s3://scans/idem/b.png")
+    assert different.status_code == 409 and different.json()["error"]["type"] == "idempotency_key_reused"
+    # Keys are per token: another token's identical key creates its own job.
+    theirs = _submit(client, OTHER, headers=key, input_url="s3://other-bucket/idem/a.png")
+    assert theirs.status_code == 201 and theirs.json()["id"] != first.json()["id"]
+    # The key expires with the configured TTL.
+    ttl = ctx.redis.ttl(ctx.idempotency.redis_key("ops", "order-4711"))
+    assert 0 < ttl <= ctx.settings.api_idempotency_ttl_seconds
+
+
+def test_concurrent_retries_with_one_key_create_one_job(client, ctx):
+    results: list = []
+
+    def post() -> None:
+        results.append(_submit(client, headers={"Idempotency-Key": "race-1"}, input_url="s3://scans/race.png"))
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {r.status_code for r in results} == {201}
+    assert len({r.json()["id"] for r in results}) == 1
+    assert len([j for j in ctx.jobs.recent(500) if j.input_url == "s3://scans/race.png"]) == 1
+
+
+def test_a_failed_submission_releases_its_key_for_a_retry(client, ctx, monkeypatch):
+    original = ctx.submitter.submit
+    calls = []
+
+    def flaky(request, owner=None):
+        calls.append(request)
+        if len(calls) == 1:
+            raise ConnectionError("broker went away")
+        return original(request, owner=owner)
+
+    monkeypatch.setattr(ctx.submitter, "submit", flaky)
+    key = {"Idempotency-Key": "retry-after-failure"}
+    client = TestClient(client.app, raise_server_exceptions=False)  # answer like the server does: a 500
+    failed = _submit(client, headers=key, input_url="s3://scans/flaky.png")
+    assert failed.status_code == 500 and failed.json()["error"]["type"] == "internal"
+    assert "broker" not in failed.text  # internals stay in the server log
+    retried = _submit(client, headers=key, input_url="s3://scans/flaky.png")
+    assert retried.status_code == 201 and len(calls) == 2
+
+
+def test_a_pending_key_answers_409_while_the_first_request_runs(client, ctx):
+    store = ctx.idempotency
+    store_wait, store.wait_seconds = store.wait_seconds, 0.2
+    try:
+        body_print = fingerprint("job", '{"x": 1}')
+        claim = store.claim("ops", "slow-key", "job", body_print)
+        assert not isinstance(claim, str)
+        with pytest.raises(Exception) as info:
+            store.claim("ops", "slow-key", "job", body_print)
+        assert getattr(info.value, "status", None) == 409
+        store.complete(claim, "job-123")
+        assert store.claim("ops", "slow-key", "job", body_print) == "job-123"
+    finally:
+        store.wait_seconds = store_wait
+
+
+@pytest.mark.parametrize("key", ["has space", "", "x" * 256, "tab\there"])
+def test_malformed_idempotency_keys_are_422(client, key):
+    response = _submit(client, headers={"Idempotency-Key": key})
+    assert response.status_code == 422, response.text
