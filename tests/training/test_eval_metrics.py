@@ -1,0 +1,63 @@
+"""Metrics and baselines used by training.evaluate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training import baselines as B
+from training.metrics import cer, colourfulness, edit_distance, psnr, rmse
+from training.nets.colorizer import Colorizer, calibrate_chroma_gain
+from training.nets.unet import UNetConfig
+
+
+def _levenshtein_reference(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def test_edit_distance_matches_the_textbook_dp():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a = "".join(rng.choice(list("abc "), int(rng.integers(0, 12))))
+        b = "".join(rng.choice(list("abc "), int(rng.integers(0, 12))))
+        assert edit_distance(a, b) == _levenshtein_reference(a, b)
+    assert cer("hello  world", "hello world") == 0.0 and cer("abcd", "abxd") == 25.0
+
+
+def test_psnr_rmse_colourfulness():
+    a = np.zeros((8, 8), np.float32)
+    assert rmse(a, a + 0.1) == pytest.approx(0.1, rel=1e-5) and psnr(a, a + 0.1) == pytest.approx(20.0, rel=1e-4)
+    gray = np.repeat(np.random.default_rng(0).random((16, 16, 1)), 3, 2)
+    vivid = np.random.default_rng(1).random((16, 16, 3))
+    assert colourfulness(gray) == pytest.approx(0.0, abs=1e-6) and colourfulness(vivid) > 20
+
+
+def test_binarisation_baselines_are_binary():
+    img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    for out in (B.otsu(img), B.sauvola(img)):
+        assert out.shape == img.shape and set(np.unique(out)) <= {0.0, 1.0}
+
+
+def test_telea_only_changes_the_mask():
+    img = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    mask = np.zeros((32, 32), bool)
+    mask[10:14, 5:25] = True
+    out = B.telea(img, mask)
+    assert np.abs(out[~mask] - img[~mask]).max() <= 1 / 255 + 1e-6
+    assert np.abs(out[mask] - img[mask]).max() > 0.05
+
+
+def test_chroma_gain_is_calibrated_and_saved():
+    torch.manual_seed(0)
+    model = Colorizer(UNetConfig(widths=[8, 16]), "lab").eval()
+    x = torch.rand(2, 1, 32, 32)
+    y = torch.rand(2, 3, 32, 32)
+    gain = calibrate_chroma_gain(model, [(x, y)])
+    assert 1.0 <= gain <= 3.0 and float(model.state_dict()["chroma_gain"]) == pytest.approx(gain)

@@ -1,0 +1,56 @@
+"""Training configuration: one JSON file per production model in ``training/configs/``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+RUNS_DIR = Path(__file__).resolve().parent / "runs"
+MODEL_NAMES = ("doc-denoise", "photo-denoise", "colorize", "watermark")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 200
+    steps: int = 4000
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    # "charbonnier" | "l1" | "mse" on the output; "lab_ab_l1" (colorizer, Lab space) on the predicted ab.
+    loss: str = "charbonnier"
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    kind: str  # "doc-denoise" | "photo-denoise" | "colorize" | "watermark": which task and model builder
+    seed: int = 0
+    net: dict[str, Any] = field(default_factory=dict)  # UNetConfig fields (+ "space", "chroma_gain" for colorize)
+    data: dict[str, Any] = field(default_factory=dict)  # task fields (crop, batch_size, …)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint_every: int = 250
+    validate_every: int = 250
+    threads: int = 2
+    tiling: dict[str, int] = field(default_factory=lambda: {"tile_size": 256, "overlap": 32})
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
+        raw = dict(raw)
+        raw["optim"] = OptimConfig(**raw.get("optim", {}))
+        return cls(**raw)
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_config_path(name: str) -> Path:
+    return CONFIG_DIR / f"{name}.json"

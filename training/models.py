@@ -1,0 +1,42 @@
+"""Builds the network and the batch source for a :class:`TrainConfig` (the one place that maps kinds to code)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .config import TrainConfig
+from .data.sources import load_training_photos
+from .data.tasks import ColorizeTask, DocDenoiseTask, PhotoDenoiseTask, WatermarkTask, photo_cache_dir
+from .nets.colorizer import Colorizer
+from .nets.unet import UNet, UNetConfig
+
+CHANNELS = {"doc-denoise": (1, 1), "photo-denoise": (3, 3), "colorize": (1, 3), "watermark": (3, 3)}
+
+
+def build_net(cfg: TrainConfig) -> nn.Module:
+    net = dict(cfg.net)
+    space = net.pop("space", "lab")
+    gain = net.pop("chroma_gain", 1.0)
+    chroma_gain = 1.0 if gain == "auto" else float(gain)  # "auto": calibrated after training
+    cin, cout = CHANNELS[cfg.kind]
+    unet_cfg = UNetConfig(**{"in_channels": cin, "out_channels": cout, **net})
+    if cfg.kind == "colorize":
+        return Colorizer(unet_cfg, space=space, chroma_gain=chroma_gain)
+    return UNet(unet_cfg)
+
+
+def build_task(cfg: TrainConfig, photos: list | None = None):  # -> one of the tasks in data.tasks
+    data = dict(cfg.data)
+    if cfg.kind == "doc-denoise":
+        return DocDenoiseTask(seed=cfg.seed, **data)
+    if photos is None:
+        photos = load_training_photos(photo_cache_dir(), natural_only=bool(data.pop("natural_only", False)))
+    else:
+        data.pop("natural_only", None)
+    if cfg.kind == "photo-denoise":
+        return PhotoDenoiseTask(photos, seed=cfg.seed, **data)
+    if cfg.kind == "watermark":
+        return WatermarkTask(photos, seed=cfg.seed, **data)
+    if cfg.kind == "colorize":
+        return ColorizeTask(photos, seed=cfg.seed, **data)
+    raise ValueError(f"unknown model kind {cfg.kind!r}")
