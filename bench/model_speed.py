@@ -4,7 +4,7 @@ backends alternating within one run. Plus ORT sweeps at 1 MP: tile size, batch s
 Target: ONNX Runtime ≥ 1.5× PyTorch eager on this CPU.
 
 Usage: python bench/model_speed.py [--models doc-denoise,...] [--sizes 0.25,1,4,16] [--threads 2] [--repeats 3]
-Needs the `train` extra (torch) and the trained weights (training/weights/<name>.pt, see training/README.md).
+Needs the `train` extra (torch). PyTorch runs the weights read back from the shipped ONNX files.
 """
 
 from __future__ import annotations
@@ -26,18 +26,36 @@ from services.config import Settings  # noqa: E402
 from services.registry import load_manifest  # noqa: E402
 from services.tiling import TilePlan, run_tiled  # noqa: E402
 
-WEIGHTS = [REPO / "training" / "weights", REPO / "training" / "runs"]
+def load_torch(spec, onnx_path: Path) -> torch.nn.Module:
+    """The PyTorch network of a shipped model, with the very weights inside its ONNX file.
+
+    The network is built from the training config the manifest names; the export keeps parameter names, so the
+    ONNX initializers load straight into its state dict (strict: every parameter must be there).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from training.config import TrainConfig
+    from training.models import build_net
+
+    net = build_net(TrainConfig.load(REPO / spec.training["config"]))
+    weights = {init.name: torch.from_numpy(numpy_helper.to_array(init).copy())
+               for init in onnx.load(str(onnx_path)).graph.initializer}
+    state = net.state_dict()
+    net.load_state_dict({name: weights[name] for name in state}, strict=True)
+    return net.eval()
 
 
-def load_torch(name: str) -> torch.nn.Module:
-    from training.train import load_trained
-
-    for folder in WEIGHTS:
-        for path in (folder / f"{name}.pt", folder / name / "model.pt"):
-            if path.is_file():
-                model, _ = load_trained(path)
-                return model.eval()
-    raise FileNotFoundError(f"no trained weights for {name} under {', '.join(map(str, WEIGHTS))}")
+def check_same_outputs(net: torch.nn.Module, session: ort.InferenceSession, spec) -> float:
+    """Max abs difference of the two backends on one tile: proves the comparison runs the same model."""
+    mult = spec.tiling.multiple_of
+    tile = image(0.02, spec.input.channels)[:, : mult * 8, : mult * 8][None]
+    with torch.inference_mode():
+        ours = net(torch.from_numpy(np.ascontiguousarray(tile))).numpy()
+    theirs = session.run(None, {spec.input.name: np.ascontiguousarray(tile)})[0]
+    difference = float(np.abs(ours - theirs).max())
+    assert difference < 1e-3, f"{spec.name}: PyTorch and ONNX Runtime disagree by {difference}"
+    return difference
 
 
 def ort_session(path: Path, threads: int, optimize: bool = True) -> ort.InferenceSession:
@@ -82,8 +100,9 @@ def main() -> None:
 
     speed_rows, sweep_rows = [], []
     for spec in wanted:
-        net = load_torch(spec.name)
         session = ort_session(settings.model_dir / spec.file, args.threads)
+        net = load_torch(spec, settings.model_dir / spec.file)
+        parity = check_same_outputs(net, session, spec)
         cin, cout = spec.input.channels, spec.output.channels
         tile, overlap, mult = spec.tiling.tile_size, spec.tiling.overlap, spec.tiling.multiple_of
 
@@ -107,7 +126,7 @@ def main() -> None:
                                "ort_mp_per_s": round(megapixels / ort_s, 3),
                                "torch_mp_per_s": round(megapixels / torch_s, 3),
                                "ort_s_per_mp": round(ort_s / megapixels, 3),
-                               "speedup": round(torch_s / ort_s, 2)})
+                               "speedup": round(torch_s / ort_s, 2), "max_abs_diff": f"{parity:.1e}"})
             print(speed_rows[-1], flush=True)
 
         one = image(1.0, cin)

@@ -41,14 +41,27 @@ def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
 
 
 def axis_starts(length: int, tile: int, overlap: int, multiple: int) -> tuple[int, list[int]]:
-    """The effective tile length and the tile starts along one axis (all on multiples of ``multiple``)."""
+    """The effective tile length and the tile starts along one axis (all on multiples of ``multiple``).
+
+    As many tiles as ``tile`` needs, but each shrunk to the smallest size that still covers the axis with at
+    least ``overlap`` between neighbours: a 1000-px side with 512-px tiles becomes three 384-px tiles instead of
+    three 512-px ones, which would compute 1.8× the pixels.
+    """
     padded = round_up(length, multiple)
     tile = min(round_up(tile, multiple), padded)
-    stride = max(multiple, (tile - overlap) // multiple * multiple)
-    starts = list(range(0, padded - tile + 1, stride))
-    if starts[-1] + tile < padded:
-        starts.append(padded - tile)
-    return tile, starts
+    if tile == padded:
+        return tile, [0]
+    count = -(-(padded - overlap) // max(multiple, tile - overlap))
+    size = min(tile, round_up(-(-(padded + (count - 1) * overlap) // count), multiple))
+    while True:  # gaps are whole multiples: grow until the widest gap still leaves ``overlap``
+        units, gaps = (padded - size) // multiple, count - 1
+        widest = -(-units // gaps) * multiple
+        if widest <= size - overlap or size >= tile:
+            break
+        size += multiple
+    units = (padded - size) // multiple
+    starts = [round(i * units / (count - 1)) * multiple for i in range(count)]
+    return size, starts
 
 
 def blend_ramp(tile: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
