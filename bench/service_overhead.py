@@ -49,7 +49,7 @@ def main() -> None:
     settings = Settings()
 
     # Bare: decoded pixels → tiled ONNX Runtime inference, nothing else.
-    registry = ModelRegistry(settings.model_dir, settings.providers, settings.intra_op_threads)
+    registry = ModelRegistry.from_settings(settings)
     spec = registry.resolve("denoise", "document")
     model = registry.load(spec)
     pixels = decode(data, settings.max_pixels).pixels

@@ -102,7 +102,8 @@ def _batch_run(settings, store, app, workers: int, jobs: int) -> dict:
 
 def _ping_run(app, settings, workers: int, count: int) -> dict:
     started = time.perf_counter()
-    results = [app.send_task("imgrestore.ping", queue=settings.control_queue) for _ in range(count)]
+    results = [app.send_task("imgrestore.ping", queue=settings.control_queue, ignore_result=False)
+               for _ in range(count)]
     for result in results:
         result.get(timeout=120)
     seconds = time.perf_counter() - started

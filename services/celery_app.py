@@ -31,7 +31,9 @@ def celery_config(settings: Settings) -> dict:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         "result_expires": 24 * 3600,
-        "task_ignore_result": False,
+        # Job state lives in the job store; storing Celery results too would make every send subscribe to a
+        # result channel (memory that grows with each job a backfill queues) for nothing.
+        "task_ignore_result": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     model_dir: Path = PACKAGED_MODEL_DIR
     providers: str = Field("auto", description="'auto' (CUDA when available, else CPU) or a comma list.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 lets ORT decide.")
+    precision: Literal["auto", "fp32", "int8"] = Field(
+        "auto", description="auto: a model's variant made for the provider in use (int8 on CPU), else fp32."
+    )
     tile_size: int | None = Field(None, ge=32, description="Overrides each model's default tile size.")
     tile_overlap: int | None = Field(None, ge=0)
     tile_batch_size: int = Field(4, ge=1)

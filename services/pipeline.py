@@ -44,7 +44,7 @@ class Restorer:
     def __init__(self, settings: Settings, storage: StorageRouter | None = None, registry: ModelRegistry | None = None):
         self.settings = settings
         self.storage = storage or StorageRouter(settings)
-        self.registry = registry or ModelRegistry(settings.model_dir, settings.providers, settings.intra_op_threads)
+        self.registry = registry or ModelRegistry.from_settings(settings)
 
     def restore(self, job: Job, timings: StageTimings | None = None) -> RestoreOutcome:
         """Runs ``job`` end to end. ``timings`` is filled stage by stage, so a failure still shows where it was."""
@@ -83,13 +83,13 @@ class Restorer:
             format=encoded.format,
             bytes=len(encoded.data),
             megapixels=round(image.megapixels, 6),
-            model=spec.qualified_name,
+            model=model.qualified_name,
             profile=profile,
             tiles=output.tiles,
         )
         log.info(
             "job restored",
-            extra={"job_id": job.id, "task": job.task.value, "model": spec.qualified_name,
+            extra={"job_id": job.id, "task": job.task.value, "model": model.qualified_name,
                    "provider": model.provider, "megapixels": result.megapixels, "timings": timings.model_dump()},
         )
         return RestoreOutcome(result=result, timings=timings, provider=model.provider)

@@ -37,6 +37,17 @@ class TilingSpec(BaseModel):
     multiple_of: int = Field(8, ge=1, description="Height and width fed to the model must be multiples of this.")
 
 
+class VariantSpec(BaseModel):
+    """Another file of the same model — e.g. statically quantised to int8 — and the providers it is for."""
+
+    model_config = ConfigDict(extra="allow")
+
+    precision: Literal["int8", "fp16"]
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    providers: list[str] = ["CPUExecutionProvider"]
+
+
 class ModelSpec(BaseModel):
     """One entry of ``manifest.json``. Extra keys (architecture, metrics, training…) are kept as they are."""
 
@@ -51,10 +62,22 @@ class ModelSpec(BaseModel):
     input: TensorSpec
     output: TensorSpec
     tiling: TilingSpec = TilingSpec()
+    variants: list[VariantSpec] = []
 
     @property
     def qualified_name(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def variant_for(self, precision: str, provider: str) -> VariantSpec | None:
+        """The file to run: ``auto`` takes a variant made for ``provider``, ``fp32`` the base file (None)."""
+        if precision == "fp32":
+            return None
+        for variant in self.variants:
+            if variant.precision == precision or (precision == "auto" and provider in variant.providers):
+                return variant
+        if precision != "auto":
+            raise ModelNotFoundError(f"model {self.name} has no {precision} variant (IMGRESTORE_PRECISION)")
+        return None
 
 
 class Manifest(BaseModel):
@@ -105,6 +128,13 @@ class LoadedModel:
     session: Any  # onnxruntime.InferenceSession
     provider: str
     load_seconds: float
+    precision: str = "fp32"
+
+    @property
+    def qualified_name(self) -> str:
+        """``name@version``, plus ``+int8`` (etc.) when a variant runs: what job records show."""
+        suffix = "" if self.precision == "fp32" else f"+{self.precision}"
+        return f"{self.spec.qualified_name}{suffix}"
 
     def run(self, batch: Any) -> Any:
         return self.session.run([self.spec.output.name], {self.spec.input.name: batch})[0]
@@ -119,14 +149,22 @@ class ModelRegistry:
         providers: str = "auto",
         intra_op_threads: int = 0,
         on_load: Callable[[LoadedModel], None] | None = None,
+        precision: str = "auto",
     ) -> None:
         self.model_dir = Path(model_dir)
         self.providers_setting = providers
+        self.precision = precision
         self.intra_op_threads = intra_op_threads
         self.on_load = on_load
         self._manifest: Manifest | None = None
         self._sessions: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings, on_load: Callable[[LoadedModel], None] | None = None,
+                      model_dir: Path | None = None) -> "ModelRegistry":
+        return cls(model_dir or settings.model_dir, settings.providers, settings.intra_op_threads, on_load,
+                   settings.precision)
 
     @property
     def manifest(self) -> Manifest:
@@ -166,24 +204,28 @@ class ModelRegistry:
     def _create(self, spec: ModelSpec) -> LoadedModel:
         import onnxruntime as ort  # imported here so that settings/CLI work without a runtime installed
 
-        path = self.model_dir / spec.file
+        providers = choose_providers(self.providers_setting, ort.get_available_providers())
+        variant = spec.variant_for(self.precision, providers[0])
+        file, sha256 = (variant.file, variant.sha256) if variant else (spec.file, spec.sha256)
+        path = self.model_dir / file
         if not path.is_file():
             raise ModelNotFoundError(f"model file {path} for {spec.name} is missing")
         started = time.perf_counter()
         data = path.read_bytes()
         actual = hashlib.sha256(data).hexdigest()
-        if actual != spec.sha256:
+        if actual != sha256:
             raise ModelChecksumError(
-                f"model {spec.name}: {path} has sha256 {actual}, the manifest says {spec.sha256}; "
+                f"model {spec.name}: {path} has sha256 {actual}, the manifest says {sha256}; "
                 "the file is corrupt or was replaced without updating manifest.json"
             )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.intra_op_threads:
             options.intra_op_num_threads = self.intra_op_threads
-        providers = choose_providers(self.providers_setting, ort.get_available_providers())
         session = ort.InferenceSession(data, sess_options=options, providers=providers)
-        provider = session.get_providers()[0]
-        seconds = time.perf_counter() - started
-        log.info("model loaded", extra={"model": spec.qualified_name, "provider": provider, "seconds": seconds})
-        return LoadedModel(spec=spec, session=session, provider=provider, load_seconds=seconds)
+        loaded = LoadedModel(spec=spec, session=session, provider=session.get_providers()[0],
+                             load_seconds=time.perf_counter() - started,
+                             precision=variant.precision if variant else "fp32")
+        log.info("model loaded", extra={"model": loaded.qualified_name, "provider": loaded.provider,
+                                        "seconds": loaded.load_seconds})
+        return loaded

@@ -49,10 +49,8 @@ def runner() -> JobRunner:
     global _runner
     if _runner is None:
         settings = get_settings()
-        registry = ModelRegistry(
-            settings.model_dir, settings.providers, settings.intra_op_threads,
-            on_load=lambda m: metrics.record_model_load(m.spec.qualified_name, m.provider, m.load_seconds),
-        )
+        registry = ModelRegistry.from_settings(
+            settings, on_load=lambda m: metrics.record_model_load(m.qualified_name, m.provider, m.load_seconds))
         store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_seconds)
         _runner = JobRunner(settings, store, Restorer(settings, registry=registry), notify=_send_notification)
     return _runner
@@ -105,7 +103,7 @@ def expand_batch_task(self, batch_id: str, root: str, include: list[str], start_
     raise self.retry(args=[batch_id, root, include, cursor], countdown=5 if busy else 0, max_retries=None)
 
 
-@app.task(name=PING_TASK)
+@app.task(name=PING_TASK, ignore_result=False)
 def ping_task() -> str:
     """Does nothing: proves a worker consumes a queue, and measures the queue's own ceiling (bench/throughput.py)."""
     return "pong"

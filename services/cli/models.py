@@ -61,7 +61,7 @@ def verify(model_dir: Path | None, checksums_only: bool, require_provider: str |
             choose_providers(config.providers, available)  # a bad IMGRESTORE_PROVIDERS is one message, not N
         except ImgRestoreError as exc:
             fail(exc.message, EXIT_FAILED)
-        registry = ModelRegistry(folder, config.providers, config.intra_op_threads)
+        registry = ModelRegistry.from_settings(config, model_dir=folder)
 
     results = [_check(spec, folder, registry, require_provider) for spec in manifest.models]
     failed = [r for r in results if r["error"]]
@@ -89,11 +89,13 @@ def _check(spec: ModelSpec, folder: Path, registry: ModelRegistry | None, requir
     if not path.is_file():
         result["error"] = f"file {path} is missing"
         return result
-    actual = sha256_file(path)
-    if actual != spec.sha256:
-        result["error"] = (f"{path} has sha256 {actual}, the manifest says {spec.sha256}; the file is corrupt or "
-                           "was replaced without updating manifest.json")
-        return result
+    for file, expected in [(spec.file, spec.sha256)] + [(v.file, v.sha256) for v in spec.variants]:
+        path = folder / file
+        actual = sha256_file(path) if path.is_file() else "missing"
+        if actual != expected:
+            result["error"] = (f"{path} has sha256 {actual}, the manifest says {expected}; the file is corrupt or "
+                               "was replaced without updating manifest.json")
+            return result
     if registry is None:
         return result
     started = time.perf_counter()
@@ -107,6 +109,7 @@ def _check(spec: ModelSpec, folder: Path, registry: ModelRegistry | None, requir
         result["error"] = f"cannot run in ONNX Runtime: {type(exc).__name__}: {exc}"
         return result
     result["provider"] = loaded.provider
+    result["model"] = loaded.qualified_name
     result["load_seconds"] = round(time.perf_counter() - started, 3)
     if require_provider and loaded.provider != require_provider:
         result["error"] = (f"runs on {loaded.provider}, {require_provider} was required (is the GPU visible to "
