@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # --- images ---
     max_pixels: int = Field(100_000_000, gt=0, description="Decompression-bomb guard: larger images fail.")
     jpeg_quality: int = Field(95, ge=1, le=100)
+    png_compress_level: int = Field(
+        1, ge=0, le=9, description="zlib level of PNG output: 1 encodes a 1 MP page ~3x faster than "
+        "6 for ~12 % larger files."
+    )
 
     # --- inference ---
     model_dir: Path = PACKAGED_MODEL_DIR

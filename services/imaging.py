@@ -190,6 +190,7 @@ def encode(
     fmt: str,
     *,
     jpeg_quality: int = 95,
+    png_compress_level: int = 1,
     icc_profile: bytes | None = None,
     dpi: tuple[float, float] | None = None,
     exif: bytes | None = None,
@@ -210,7 +211,7 @@ def encode(
     elif fmt == "TIFF":
         kwargs.update(compression="tiff_adobe_deflate")
     elif fmt == "PNG":
-        kwargs.update(compress_level=6)
+        kwargs.update(compress_level=png_compress_level)
     buffer = io.BytesIO()
     try:
         image.save(buffer, format=fmt, **kwargs)

@@ -70,6 +70,7 @@ class Restorer:
                 image.alpha,
                 job.options.output_format or image.output_format,
                 jpeg_quality=job.options.jpeg_quality or self.settings.jpeg_quality,
+                png_compress_level=self.settings.png_compress_level,
                 icc_profile=image.icc_profile,
                 dpi=image.dpi,
                 exif=image.exif,
