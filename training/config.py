@@ -22,6 +22,10 @@ class OptimConfig:
     grad_clip: float = 1.0
     # "charbonnier" | "l1" | "mse" on the output; "lab_ab_l1" (colorizer, Lab space) on the predicted ab.
     loss: str = "charbonnier"
+    # "unblend_aux" only: weight of the squared error on pixels without watermark (true opacity 0) relative
+    # to marked ones, and weight of the opacity BCE term.
+    clean_weight: float = 1.0
+    alpha_weight: float = 0.1
 
 
 @dataclass
@@ -37,6 +41,8 @@ class TrainConfig:
     threads: int = 2
     tiling: dict[str, int] = field(default_factory=lambda: {"tile_size": 256, "overlap": 32})
     description: str = ""
+    # Optional: a finished run (training/runs/<init_from>/model.pt) whose weights start this run (fine-tuning).
+    init_from: str | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":

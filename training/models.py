@@ -17,11 +17,15 @@ def build_net(cfg: TrainConfig) -> nn.Module:
     net = dict(cfg.net)
     space = net.pop("space", "lab")
     gain = net.pop("chroma_gain", 1.0)
-    chroma_gain = 1.0 if gain == "auto" else float(gain)  # "auto": calibrated after training
+    luma_lock = bool(net.pop("luma_lock", False))
+    chroma_filter = int(net.pop("chroma_filter", 0))
+    # "auto": calibrated after training (see train.py)
+    chroma_gain = 1.0 if isinstance(gain, str) else float(gain)
     cin, cout = CHANNELS[cfg.kind]
     unet_cfg = UNetConfig(**{"in_channels": cin, "out_channels": cout, **net})
     if cfg.kind == "colorize":
-        return Colorizer(unet_cfg, space=space, chroma_gain=chroma_gain)
+        return Colorizer(unet_cfg, space=space, chroma_gain=chroma_gain, luma_lock=luma_lock,
+                         chroma_filter=chroma_filter)
     return UNet(unet_cfg)
 
 

@@ -40,7 +40,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def compute_loss(model: nn.Module, x: Tensor, y: Tensor, kind: str) -> Tensor:
+def compute_loss(model: nn.Module, x: Tensor, y: Tensor, kind: str, clean_weight: float = 1.0,
+                 alpha_weight: float = 0.1) -> Tensor:
     if kind in ("lab_ab_l1", "lab_ab_mse"):
         assert isinstance(model, Colorizer) and model.space == "lab"
         _, ab, _ = model.predict_ab(x)
@@ -54,7 +55,13 @@ def compute_loss(model: nn.Module, x: Tensor, y: Tensor, kind: str) -> Tensor:
         # gradient left (both seen: an exact identity after 500-750 steps).
         out, logit = model.predict_opacity(x)
         target = (y[:, 3:4] / MAX_OPACITY).clamp(0.0, 1.0)
-        return F.mse_loss(out, y[:, :3]) + 0.1 * F.binary_cross_entropy_with_logits(logit, target)
+        bce = F.binary_cross_entropy_with_logits(logit, target)
+        if clean_weight == 1.0:
+            return F.mse_loss(out, y[:, :3]) + alpha_weight * bce
+        # Unmarked pixels weigh clean_weight: damage to clean areas (false detections) costs more than a
+        # watermark left in place, as on real photos where the mark covers a few percent of the pixels.
+        w = torch.where(y[:, 3:4] > 0, torch.ones_like(target), torch.full_like(target, clean_weight))
+        return (w * (out - y[:, :3]) ** 2).mean() + alpha_weight * bce
     out = model(x)
     if kind == "charbonnier":
         return torch.sqrt((out - y) ** 2 + 1e-6).mean()
@@ -133,12 +140,19 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, command: str | None = N
     ckpt_path = run_dir / "last.ckpt"
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if _resume_key(ckpt["config"]) != _resume_key(cfg.to_dict()):
+        # Through TrainConfig, so fields added later (at their defaults) do not block resuming older runs.
+        if _resume_key(TrainConfig.from_dict(ckpt["config"]).to_dict()) != _resume_key(cfg.to_dict()):
             raise SystemExit(f"{ckpt_path} was made with another config; delete {run_dir} to start over")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
         print(f"resuming {cfg.name} from step {step} ({elapsed / 60:.1f} min done)", flush=True)
+    elif cfg.init_from:
+        init = RUNS_DIR / cfg.init_from / "model.pt"
+        if not init.is_file():
+            raise SystemExit(f"{cfg.name} starts from {init}: train {cfg.init_from} first")
+        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=False)["state_dict"])
+        print(f"{cfg.name}: weights initialised from {init}", flush=True)
 
     task = build_task(cfg, photos=photos)
     val = [task.batch(s) for s in VAL_STEPS]
@@ -156,7 +170,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, command: str | None = N
         x, y = task.batch(step)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = compute_loss(model, x, y, cfg.optim.loss)
+        loss = compute_loss(model, x, y, cfg.optim.loss, cfg.optim.clean_weight, cfg.optim.alpha_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip:
@@ -176,6 +190,8 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, command: str | None = N
         if step % cfg.checkpoint_every == 0 or step == total_steps:
             checkpoint()
     bar.close()
+    if not (run_dir / "loss.png").is_file():  # a 0-step run (graph-only change of an init_from model)
+        checkpoint()
 
     if isinstance(model, Colorizer) and model.space == "lab" and cfg.net.get("chroma_gain") == "auto":
         model.eval()

@@ -48,3 +48,24 @@ def test_colorizer_gray_in_rgb_out(space: str):
         torch.nn.init.zeros_(model.net.tail.bias)
         out = model(gray)
         assert torch.allclose(out, gray.expand(-1, 3, -1, -1), atol=2e-4)
+
+
+def test_unblend_opacity_threshold_passes_unsure_pixels_through_exactly():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(3, 3, [8, 16], 1, True, True, "unblend", opacity_threshold=0.05)).eval()
+    x = torch.rand(1, 3, 32, 32)
+    # The initial bias puts every opacity at sigmoid(-4)·0.8 ≈ 0.015 < 0.05: an exact identity.
+    torch.nn.init.zeros_(net.tail.weight)
+    assert torch.equal(net(x), x)
+
+
+def test_colorizer_luma_lock_and_chroma_filter():
+    torch.manual_seed(0)
+    model = Colorizer(UNetConfig(widths=[8, 16]), luma_lock=True, chroma_filter=8).eval()
+    gray = torch.rand(1, 1, 64, 64) * 0.6 + 0.2
+    with torch.no_grad():
+        model.net.tail.bias.normal_(0, 0.2)  # some chroma
+        rgb = model(gray)
+    luma = (rgb * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    assert rgb.shape == (1, 3, 64, 64) and (rgb - gray).abs().max() > 0.01
+    assert torch.allclose(luma, gray, atol=1e-4)

@@ -10,15 +10,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .color import gray_to_L, lab_to_rgb
+from .color import gray_to_L, lab_to_rgb, luma601
 from .unet import UNet, UNetConfig
 
 AB_SCALE = 100.0  # |a|, |b| of sRGB colours stay below ~110
 
 
 class Colorizer(nn.Module):
-    def __init__(self, config: UNetConfig, space: str = "lab", chroma_gain: float = 1.0) -> None:
+    def __init__(self, config: UNetConfig, space: str = "lab", chroma_gain: float = 1.0,
+                 luma_lock: bool = False, chroma_filter: int = 0) -> None:
         super().__init__()
+        # chroma_filter = r > 0: the predicted ab go through a guided filter (radius r, the gray input as the
+        # guide) before Lab->sRGB: removes the half-resolution head's blotchy/checkered chroma and snaps
+        # colour edges to luma edges (SSIM on RGB punishes chroma structure the photo does not have).
+        self.chroma_filter = int(chroma_filter)
+        # luma_lock: shift the RGB output so its BT.601 luma equals the gray input (Lab's L is not BT.601
+        # luma, and gamut clipping moves it too): the colorizer then only ever adds chroma.
+        self.luma_lock = bool(luma_lock)
         if space not in ("lab", "rgb"):
             raise ValueError(f"space must be 'lab' or 'rgb', got {space!r}")
         self.space = space
@@ -47,11 +55,44 @@ class Colorizer(nn.Module):
         if self.space == "rgb":
             return self.net.forward_with_code(gray)
         L, ab, code = self.predict_ab(gray)
+        if self.chroma_filter > 0:
+            ab = guided_filter(gray.expand(-1, ab.shape[1], -1, -1), ab, self.chroma_filter)
         rgb = lab_to_rgb(_cat(L, ab * self.chroma_gain))
+        if self.luma_lock:
+            rgb = lock_luma(rgb, gray)
         return rgb, code
 
     def forward(self, gray: Tensor) -> Tensor:
         return self.forward_with_code(gray)[0]
+
+
+def _box(x: Tensor, r: int) -> Tensor:
+    # Separable (rows, then columns): a (2r+1)² AveragePool is ~16x slower in onnxruntime at r = 16.
+    # Without padding in the mean, the border counts factor, so this equals the 2-D box mean exactly.
+    pool = torch.nn.functional.avg_pool2d
+    x = pool(x, (1, 2 * r + 1), 1, (0, r), count_include_pad=False)
+    return pool(x, (2 * r + 1, 1), 1, (r, 0), count_include_pad=False)
+
+
+def guided_filter(guide: Tensor, src: Tensor, r: int, eps: float = 1e-3, s: int = 4) -> Tensor:
+    """He et al.'s fast guided filter: coefficients on an s-times subsampled grid (radius r / s; the ab of
+    the half-resolution head carry no finer detail), bilinearly upsampled and applied to the full-resolution
+    guide. Box filters and Resize only, so it exports as plain ONNX ops."""
+    F = torch.nn.functional
+    g, p, rr = F.avg_pool2d(guide, s), F.avg_pool2d(src, s), max(1, r // s)
+    mi, ms = _box(g, rr), _box(p, rr)
+    a = (_box(g * p, rr) - mi * ms) / (_box(g * g, rr) - mi * mi + eps)
+    b = ms - a * mi
+    up = lambda t: F.interpolate(_box(t, rr), scale_factor=s, mode="bilinear", align_corners=False)  # noqa: E731
+    return up(a) * guide + up(b)
+
+
+def lock_luma(rgb: Tensor, gray: Tensor, iterations: int = 3) -> Tensor:
+    """Adds the same offset to R, G and B so the BT.601 luma of ``rgb`` equals ``gray`` (chroma kept);
+    repeated because clipping to [0, 1] moves the luma of saturated pixels again (3 passes: < 1e-3 left)."""
+    for _ in range(iterations):
+        rgb = (rgb + (gray - luma601(rgb))).clamp(0.0, 1.0)
+    return rgb
 
 
 def _cat(L: Tensor, ab: Tensor) -> Tensor:

@@ -37,6 +37,9 @@ class UNetConfig:
     # "unblend": the net predicts a watermark's opacity a and colour c per pixel and the output inverts the
     # alpha blend, (x - a·c) / (1 - a): exact where a = 0, so unmarked pixels pass through untouched.
     out_activation: str = "clamp"
+    # "unblend" only: opacities below this are set to exactly 0 (a' = relu(a - t) · MAX / (MAX - t)), so
+    # pixels the net is not confident about pass through untouched instead of being slightly "unblended".
+    opacity_threshold: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,9 +129,12 @@ class UNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_code(x)[0]
 
-    @staticmethod
-    def _opacity_colour(t: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.sigmoid(t[:, :1]) * MAX_OPACITY, torch.sigmoid(t[:, 1:])
+    def _opacity_colour(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        alpha = torch.sigmoid(t[:, :1]) * MAX_OPACITY
+        tau = float(self.config.opacity_threshold)
+        if tau > 0:
+            alpha = torch.relu(alpha - tau) * (MAX_OPACITY / (MAX_OPACITY - tau))
+        return alpha, torch.sigmoid(t[:, 1:])
 
     def predict_opacity(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(restored image, opacity logit) of an unblend model, for the auxiliary opacity loss."""
