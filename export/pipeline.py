@@ -106,5 +106,12 @@ def refresh_entry(name: str, model: nn.Module, blob: dict[str, Any], out_dir: Pa
     entry = _entry(name, model, blob, onnx_path, quality, old.get("version", version), radius)
     if "parity_max_abs_error" in old:
         entry["parity_max_abs_error"] = old["parity_max_abs_error"]
+    # Quantised variants stay while they were made from this very fp32 file (export.quantize records it).
+    variants = [v for v in old.get("variants", []) if v.get("source_sha256") == entry["sha256"]]
+    for variant in variants:
+        evaluated = quality.with_name(f"quality-{variant['precision']}.json")
+        variant["metrics"] = metrics_for(name, variant["sha256"], evaluated) or variant.get("metrics", {})
+    if variants:
+        entry["variants"] = variants
     write_manifest(manifest_path, upsert(manifest, entry))
     return entry

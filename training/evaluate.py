@@ -256,15 +256,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--quick", action="store_true", help="two images per set, no BM3D (smoke test)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                   help="int8: evaluate each model's int8 variant (export.quantize) into quality-int8.md/.json")
     args = p.parse_args(argv)
     manifest = json.loads((args.models_dir / "manifest.json").read_text())
     specs = {m["name"]: m for m in manifest["models"]}
     args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / "quality.json"
+    stem = "quality" if args.precision == "fp32" else f"quality-{args.precision}"
+    json_path = args.out / f"{stem}.json"
     results = json.loads(json_path.read_text()) if json_path.is_file() else {"models": {}}
     for name in args.names:
         spec = specs[name]
-        path = args.models_dir / spec["file"]
+        variant = next((v for v in spec.get("variants", []) if v["precision"] == args.precision), None)
+        if args.precision != "fp32" and variant is None:
+            print(f"{name}: no {args.precision} variant, skipped", flush=True)
+            continue
+        path = args.models_dir / (variant["file"] if variant else spec["file"])
         model = OnnxImageModel(path, spec["tiling"]["multiple_of"], args.threads)
         t = time.perf_counter()
         res = EVALUATORS[name](model, args.quick)
@@ -278,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     order = {n: i for i, n in enumerate(NAMES)}
     results["models"] = dict(sorted(results["models"].items(), key=lambda kv: order.get(kv[0], 99)))
     json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    (args.out / "quality.md").write_text(to_markdown(results))
+    (args.out / f"{stem}.md").write_text(to_markdown(results))
     return 0
 
 
