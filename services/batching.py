@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from celery import Celery
 
 from .batches import Batch, BatchStore
+from .celery_app import send
 from .config import Settings
 from .errors import InvalidJobError
 from .imaging import EXTENSIONS
@@ -112,8 +113,8 @@ class BatchSubmitter:
             raise InvalidJobError(f"{prefix_url}: a batch prefix must be an s3:// URL")
         batch.source = prefix_root(prefix_url)
         self.batches.create(batch)
-        self.app.send_task(EXPAND_TASK, args=[batch.id, batch.source, include or DEFAULT_INCLUDE, ""],
-                           queue=self.settings.control_queue)
+        send(self.app, EXPAND_TASK, [batch.id, batch.source, include or DEFAULT_INCLUDE, ""],
+             self.settings.control_queue)
         return batch
 
     def expand_step(self, batch_id: str, root: str, include: list[str], start_after: str,

@@ -6,7 +6,7 @@ import time
 
 from celery import Celery
 
-from .celery_app import RESTORE_TASK
+from .celery_app import RESTORE_TASK, send
 from .config import Settings
 from .errors import InvalidJobError
 from .jobs import Job, JobRequest, JobState
@@ -29,12 +29,7 @@ class Submitter:
         return job
 
     def enqueue(self, job: Job) -> None:
-        self.app.send_task(
-            RESTORE_TASK,
-            args=[job.model_dump(mode="json")],
-            task_id=job.id,
-            queue=self.settings.queue_for(job.task.value),
-        )
+        send(self.app, RESTORE_TASK, [job.model_dump(mode="json")], self.settings.queue_for(job.task.value), job.id)
 
     def requeue(self, job_id: str) -> Job:
         """Sends a finished (usually failed) job again, as the same job id."""

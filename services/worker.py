@@ -23,7 +23,7 @@ from celery import signals  # noqa: E402
 from . import callbacks, metrics  # noqa: E402
 from .batches import BatchStore  # noqa: E402
 from .batching import EXPAND_TASK, BatchSubmitter  # noqa: E402
-from .celery_app import NOTIFY_TASK, RESTORE_TASK, app  # noqa: E402
+from .celery_app import NOTIFY_TASK, RESTORE_TASK, app, send  # noqa: E402
 from .config import get_settings  # noqa: E402
 from .errors import TransientError  # noqa: E402
 from .execution import JobRunner, RetryLater, retry_delay  # noqa: E402
@@ -57,7 +57,7 @@ def runner() -> JobRunner:
 
 
 def _send_notification(note: Notification) -> None:
-    app.send_task(NOTIFY_TASK, args=[note.url, note.event, note.payload], queue=get_settings().control_queue)
+    send(app, NOTIFY_TASK, [note.url, note.event, note.payload], get_settings().control_queue)
 
 
 # Redis unavailable mid-job (restart, failover, loading its AOF): the job's state could not be recorded. Failing the

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import Response as RawResponse
 
-from ...celery_app import NOTIFY_TASK
+from ...celery_app import NOTIFY_TASK, send
 from ...jobs import Job, JobRequest, JobState, derive_output_url
 from ...notifications import finished_notifications
 from ..access import can_see_job, hidden_job
@@ -114,7 +114,7 @@ def cancel_job(job_id: JobId, principal: Principal = Depends(current_principal),
 def _notify_finished(ctx: ApiContext, job: Job) -> None:
     """A cancelled job never reaches a worker's finish path, so its webhooks are queued from here (same task)."""
     for note in finished_notifications(ctx.jobs, ctx.batches, job):
-        ctx.celery.send_task(NOTIFY_TASK, args=[note.url, note.event, note.payload], queue=ctx.settings.control_queue)
+        send(ctx.celery, NOTIFY_TASK, [note.url, note.event, note.payload], ctx.settings.control_queue)
 
 
 class Which(str, Enum):
