@@ -41,7 +41,7 @@ class TrainConfig:
     threads: int = 2
     tiling: dict[str, int] = field(default_factory=lambda: {"tile_size": 256, "overlap": 32})
     description: str = ""
-    # Optional: a finished run (training/runs/<init_from>/model.pt) whose weights start this run (fine-tuning).
+    # Optional: a finished run beside this one (training/runs/<init_from>/model.pt) whose weights start this run.
     init_from: str | None = None
 
     @classmethod

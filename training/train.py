@@ -148,7 +148,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, command: str | None = N
         step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
         print(f"resuming {cfg.name} from step {step} ({elapsed / 60:.1f} min done)", flush=True)
     elif cfg.init_from:
-        init = RUNS_DIR / cfg.init_from / "model.pt"
+        init = run_dir.parent / cfg.init_from / "model.pt"  # the parent run sits beside this one
         if not init.is_file():
             raise SystemExit(f"{cfg.name} starts from {init}: train {cfg.init_from} first")
         model.load_state_dict(torch.load(init, map_location="cpu", weights_only=False)["state_dict"])

@@ -43,12 +43,20 @@ def test_every_model_has_a_config():
         assert cfg.name == name and cfg.optim.steps > 0 and cfg.description
 
 
+def _smoke_train(cfg: TrainConfig, runs: Path) -> Path:
+    """Trains ``cfg`` in ``runs/<name>``, first smoke-training the run it fine-tunes from (if any) beside it."""
+    if cfg.init_from and not (runs / cfg.init_from / "model.pt").is_file():
+        _smoke_train(smoke_config(cfg.init_from), runs)
+    return train(cfg, run_dir=runs / cfg.name, progress=False, photos=_photos())
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_smoke_train(name: str, tmp_path: Path):
     cfg = smoke_config(name)
-    final = train(cfg, run_dir=tmp_path, progress=False, photos=_photos())
-    assert final.is_file() and (tmp_path / "last.ckpt").is_file() and (tmp_path / "loss.png").stat().st_size > 1000
-    history = json.loads((tmp_path / "history.json").read_text())
+    final = _smoke_train(cfg, tmp_path)
+    run_dir = final.parent
+    assert final.is_file() and (run_dir / "last.ckpt").is_file() and (run_dir / "loss.png").stat().st_size > 1000
+    history = json.loads((run_dir / "history.json").read_text())
     assert history["step"] == [1, 2, 3] and all(np.isfinite(history["loss"]))
     model, blob = load_trained(final)
     assert blob["steps"] == 3 and blob["config"] == cfg.to_dict()
@@ -86,3 +94,18 @@ def test_lr_schedule_warms_up_then_decays():
     lrs = [lr_at(s, cfg) for s in range(1000)]
     assert lrs[0] < lrs[99] == pytest.approx(cfg.optim.lr)
     assert lrs[500] < lrs[100] and lrs[-1] == pytest.approx(cfg.optim.min_lr, abs=1e-6)
+
+
+def test_fine_tune_starts_from_the_parent_run(tmp_path: Path):
+    child = smoke_config("watermark-v2", steps=0)
+    parent = _smoke_train(smoke_config(child.init_from), tmp_path)
+    _smoke_train(child, tmp_path)
+    start, _ = load_trained(tmp_path / child.name / "model.pt")
+    trained, _ = load_trained(parent)
+    for key, value in trained.state_dict().items():
+        assert torch.equal(start.state_dict()[key], value), key
+
+
+def test_fine_tune_without_its_parent_says_what_to_train(tmp_path: Path):
+    with pytest.raises(SystemExit, match="train watermark first"):
+        train(smoke_config("watermark-v2"), run_dir=tmp_path / "watermark-v2", progress=False, photos=_photos())
