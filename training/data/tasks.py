@@ -123,6 +123,14 @@ class DocDenoiseTask:
         return _to_tensor(xs), _to_tensor(ys)
 
 
+def photo_crop(rng: np.random.Generator, photos: list[np.ndarray], sampler: TexturedPhotoSampler | None,
+               crop: int, max_zoom_out: float = 2.0) -> np.ndarray:
+    """One training patch: from the texture-weighted sampler when there is one, else from a random photo."""
+    if sampler is not None:
+        return sampler.crop(rng, crop, max_zoom_out)
+    return random_photo_crop(rng, photos[int(rng.integers(len(photos)))], crop, max_zoom_out)
+
+
 @dataclass
 class PhotoDenoiseTask:
     """Clean photo patches with blind noise (Gaussian / Poisson–Gaussian / JPEG, σ 0–sigma_max)."""
@@ -139,16 +147,11 @@ class PhotoDenoiseTask:
     def __post_init__(self) -> None:
         self._sampler = TexturedPhotoSampler(self.photos) if self.texture_weighting else None
 
-    def _clean(self, rng: np.random.Generator) -> np.ndarray:
-        if self._sampler is not None:
-            return self._sampler.crop(rng, self.crop)
-        return random_photo_crop(rng, self.photos[int(rng.integers(len(self.photos)))], self.crop)
-
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
         rng = _rng(self.seed, step)
         xs, ys = [], []
         for _ in range(self.batch_size):
-            clean = self._clean(rng)
+            clean = photo_crop(rng, self.photos, self._sampler, self.crop)
             xs.append(random_noise(rng, clean, self.sigma_max))
             ys.append(clean)
         return _to_tensor(xs), _to_tensor(ys)
@@ -184,7 +187,7 @@ class WatermarkTask:
                 tint = rng.uniform(0.85, 1.0, 3).astype(np.float32)
                 clean = page[y:y + self.crop, x:x + self.crop, None] * tint
             else:
-                clean = random_photo_crop(rng, self.photos[int(rng.integers(len(self.photos)))], self.crop, 3.0)
+                clean = photo_crop(rng, self.photos, None, self.crop, 3.0)
             marked, alpha = add_watermark(rng, clean, self.fonts)
             xs.append(marked)
             ys.append(np.concatenate([clean, alpha[..., None]], -1) if self.with_alpha else clean)
@@ -208,12 +211,7 @@ class ColorizeTask:
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
         rng = _rng(self.seed, step)
-        if self._sampler is not None:
-            ys = [self._sampler.crop(rng, self.crop, 3.0) for _ in range(self.batch_size)]
-        else:
-            ys = [random_photo_crop(rng, self.photos[int(rng.integers(len(self.photos)))], self.crop, 3.0)
-                  for _ in range(self.batch_size)]
-        y = _to_tensor(ys)
+        y = _to_tensor([photo_crop(rng, self.photos, self._sampler, self.crop, 3.0) for _ in range(self.batch_size)])
         x = (y * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
         return x, y
 
