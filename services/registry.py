@@ -129,6 +129,7 @@ class LoadedModel:
     provider: str
     load_seconds: float
     precision: str = "fp32"
+    file: str = ""  # the ONNX file the session runs (a variant's, when one was chosen)
 
     @property
     def qualified_name(self) -> str:
@@ -225,7 +226,7 @@ class ModelRegistry:
         session = ort.InferenceSession(data, sess_options=options, providers=providers)
         loaded = LoadedModel(spec=spec, session=session, provider=session.get_providers()[0],
                              load_seconds=time.perf_counter() - started,
-                             precision=variant.precision if variant else "fp32")
+                             precision=variant.precision if variant else "fp32", file=file)
         log.info("model loaded", extra={"model": loaded.qualified_name, "provider": loaded.provider,
                                         "seconds": loaded.load_seconds})
         return loaded

@@ -110,6 +110,7 @@ def _check(spec: ModelSpec, folder: Path, registry: ModelRegistry | None, requir
         return result
     result["provider"] = loaded.provider
     result["model"] = loaded.qualified_name
+    result["file"] = loaded.file
     result["load_seconds"] = round(time.perf_counter() - started, 3)
     if require_provider and loaded.provider != require_provider:
         result["error"] = (f"runs on {loaded.provider}, {require_provider} was required (is the GPU visible to "

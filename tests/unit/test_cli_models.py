@@ -123,3 +123,15 @@ def test_the_shipped_models_pass(run):
     # What the images run at start, against the models baked into them.
     result = run("--checksums-only")
     assert result.exit_code == 0, result.output
+
+
+def test_shipped_models_report_the_file_each_session_runs(run):
+    from services.config import Settings
+
+    shipped = Settings().model_dir
+    result = run("--model-dir", str(shipped), "--json", IMGRESTORE_PRECISION="auto")
+    assert result.exit_code == 0, result.output
+    for model in json.loads(result.stdout)["models"]:
+        assert model["model"].endswith("+int8") and model["file"] == f"{model['name']}-int8.onnx", model
+    result = run("--model-dir", str(shipped), "--json", IMGRESTORE_PRECISION="fp32")
+    assert all(m["file"] == f"{m['name']}.onnx" for m in json.loads(result.stdout)["models"])
