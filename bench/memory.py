@@ -52,15 +52,17 @@ def all_models_loaded(work: Path) -> dict:
         idle = peak_rss_mb(child)
         sample = work / "small.png"
         Image.fromarray((np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)).save(sample)
-        models = load_manifest(config.model_dir).models
-        for spec in models:
+        models = []  # as the jobs name them: name@version, +int8 where the CPU runs a variant
+        for spec in load_manifest(config.model_dir).models:
             job = submitter.submit(JobRequest(task=spec.task, profile=spec.profile or "auto", input_url=str(sample),
                                               output_url=str(work / f"out-{spec.name}.png")))
-            assert submitter.wait(job.id, timeout=300).state.value == "succeeded"
+            done = submitter.wait(job.id, timeout=300)
+            assert done.state.value == "succeeded", done.error
+            models.append(done.result.model)
         loaded = peak_rss_mb(child)
     finally:
         worker.stop()
-    return {"models": [m.qualified_name for m in models], "pool_process_idle_mb": round(idle, 1),
+    return {"models": models, "pool_process_idle_mb": round(idle, 1),
             "pool_process_all_loaded_mb": round(loaded, 1)}
 
 
