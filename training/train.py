@@ -56,10 +56,8 @@ def compute_loss(model: nn.Module, x: Tensor, y: Tensor, kind: str, clean_weight
         out, logit = model.predict_opacity(x)
         target = (y[:, 3:4] / MAX_OPACITY).clamp(0.0, 1.0)
         bce = F.binary_cross_entropy_with_logits(logit, target)
-        if clean_weight == 1.0:
-            return F.mse_loss(out, y[:, :3]) + alpha_weight * bce
-        # Unmarked pixels weigh clean_weight: damage to clean areas (false detections) costs more than a
-        # watermark left in place, as on real photos where the mark covers a few percent of the pixels.
+        # Unmarked pixels weigh clean_weight (1: plain MSE): damage to clean areas (false detections) costs more
+        # than a watermark left in place, as on real photos where the mark covers a few percent of the pixels.
         w = torch.where(y[:, 3:4] > 0, torch.ones_like(target), torch.full_like(target, clean_weight))
         return (w * (out - y[:, :3]) ** 2).mean() + alpha_weight * bce
     out = model(x)

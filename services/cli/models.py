@@ -85,13 +85,12 @@ def verify(model_dir: Path | None, checksums_only: bool, require_provider: str |
 def _check(spec: ModelSpec, folder: Path, registry: ModelRegistry | None, require_provider: str | None) -> dict:
     result = {"model": spec.qualified_name, "name": spec.name, "version": spec.version, "file": spec.file,
               "sha256": spec.sha256, "provider": None, "load_seconds": None, "error": None}
-    path = folder / spec.file
-    if not path.is_file():
-        result["error"] = f"file {path} is missing"
-        return result
     for file, expected in [(spec.file, spec.sha256)] + [(v.file, v.sha256) for v in spec.variants]:
         path = folder / file
-        actual = sha256_file(path) if path.is_file() else "missing"
+        if not path.is_file():
+            result["error"] = f"file {path} is missing"
+            return result
+        actual = sha256_file(path)
         if actual != expected:
             result["error"] = (f"{path} has sha256 {actual}, the manifest says {expected}; the file is corrupt or "
                                "was replaced without updating manifest.json")

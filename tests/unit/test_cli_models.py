@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from services.cli import cli
-from services.config import get_settings
+from services.config import PACKAGED_MODEL_DIR, get_settings
 from tests.support.onnx_models import TINY_MODELS
 
 
@@ -126,9 +126,7 @@ def test_the_shipped_models_pass(run):
 
 
 def test_shipped_models_report_the_file_each_session_runs(run):
-    from services.config import Settings
-
-    shipped = Settings().model_dir
+    shipped = PACKAGED_MODEL_DIR
     result = run("--model-dir", str(shipped), "--json", IMGRESTORE_PRECISION="auto")
     assert result.exit_code == 0, result.output
     for model in json.loads(result.stdout)["models"]:
