@@ -4,7 +4,8 @@ Two runners share one plan:
 - ``QueuedBackfill`` (an ``s3://`` source): lists the prefix page by page and queues jobs for the workers as a
   batch of kind ``backfill``, never more than ``max_in_flight`` unfinished at once. Job ids are derived from the
   backfill id and the input, and membership lives in Redis, so ``--resume`` after a crash or Ctrl-C queues exactly
-  the inputs that were never queued and waits for the rest: nothing twice, nothing skipped.
+  the inputs that were never queued and waits for the rest: nothing twice, nothing skipped. While it waits it also
+  sweeps for orphans (``services.recovery``), so it never waits on a job that nobody holds, workers or not.
 - ``EmbeddedBackfill`` (local folders, or ``--embedded``): restores in this process; finished inputs are appended
   to a state file (JSON lines) that ``--resume`` reads back.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -30,7 +32,10 @@ from .errors import ImgRestoreError, InvalidJobError
 from .jobs import Job, JobOptions, Profile, Task
 from .jobstore import JobStore
 from .pipeline import Restorer
+from .recovery import OrphanSweeper
 from .storage import ObjectInfo, StorageRouter, is_s3_url, matches_any
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[["BackfillStatus"], None]
 
@@ -98,7 +103,8 @@ class BackfillExists(InvalidJobError):
 # --- service mode ------------------------------------------------------------------------------------------------
 class QueuedBackfill:
     def __init__(self, plan: BackfillPlan, jobs: JobStore, batches: BatchStore, submitter: BatchSubmitter,
-                 storage: StorageRouter, max_in_flight: int, poll: float = 0.5) -> None:
+                 storage: StorageRouter, max_in_flight: int, poll: float = 0.5,
+                 sweeper: OrphanSweeper | None = None, sweep_interval: float = 30.0) -> None:
         self.plan = plan
         self.jobs = jobs
         self.batches = batches
@@ -108,6 +114,9 @@ class QueuedBackfill:
         self.poll = poll
         self.status = BackfillStatus(plan.backfill_id)
         self._estimate = max_in_flight  # unknown at first: ask Redis before the first job
+        self.sweeper = sweeper
+        self.sweep_interval = sweep_interval
+        self._last_sweep = time.monotonic()
 
     def open(self, resume: bool) -> Batch:
         batch_id = self.plan.backfill_id
@@ -146,6 +155,7 @@ class QueuedBackfill:
         while wait and status.done < self.batches.get(batch.id).total:
             time.sleep(self.poll)
             self._refresh(batch.id)
+            self._maybe_sweep()
             on_progress(status)
         return status
 
@@ -163,9 +173,20 @@ class QueuedBackfill:
             return
         while (in_flight := _retrying(lambda: self.submitter.in_flight(batch_id))) >= self.max_in_flight:
             self._refresh(batch_id)
+            self._maybe_sweep()
             on_progress(self.status)
             time.sleep(self.poll)
         self._estimate = in_flight + 1
+
+    def _maybe_sweep(self) -> None:
+        """Every ``sweep_interval`` seconds of waiting: re-queue orphans, as every worker does (one winner each)."""
+        if self.sweeper is None or time.monotonic() - self._last_sweep < self.sweep_interval:
+            return
+        self._last_sweep = time.monotonic()
+        try:
+            self.sweeper.sweep_if_my_turn(self.sweep_interval)
+        except Exception as exc:  # Redis or the broker away: waiting goes on, the next round sweeps again
+            log.warning("orphan sweep failed", extra={"backfill_id": self.plan.backfill_id, "error": str(exc)})
 
     def failures(self) -> Iterator[dict]:
         for job_id in self.batches.failed_ids(self.plan.backfill_id, limit=10**9):

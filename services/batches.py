@@ -117,6 +117,10 @@ class BatchStore:
     def failed_ids(self, batch_id: str, limit: int = 100) -> list[str]:
         return list(self.redis.zrange(self.key(batch_id) + ":failed", 0, limit - 1))
 
+    def record_listing_error(self, batch_id: str, error: str) -> None:
+        """The server-side listing of a prefix batch stopped for good: seal the batch with the reason."""
+        self.redis.hset(self.key(batch_id), mapping={"error": error, "sealed": "true"})
+
     def listing_error(self, batch_id: str) -> str | None:
         """Why the server-side listing of a prefix batch stopped, when it failed (set by the expand task)."""
         return self.redis.hget(self.key(batch_id), "error") or None

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     max_lost_deliveries: int = Field(
         3, ge=1, description="Deliveries whose worker died before the job goes to the dead-letter record."
     )
+    redis_outage_wait: float = Field(
+        60.0, ge=0, description="Seconds a task that meets a Redis outage waits (with backoff) for Redis before it "
+        "ends its pool process, leaving its message unacknowledged to be delivered again."
+    )
+    orphan_sweep_interval: float = Field(
+        30.0, gt=0, description="How often each worker looks for running jobs nobody holds and re-queues them."
+    )
 
     # --- worker process ---
     metrics_port: int = Field(9808, ge=0, description="Worker metrics endpoint port; 0 turns it off.")

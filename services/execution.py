@@ -19,9 +19,14 @@ from .errors import DeliveryLimitError, ImgRestoreError, TransientError
 from .jobs import Job, JobError, StageTimings
 from .jobstore import JobStore
 from .notifications import Notification, finished_notifications
+from .outages import REDIS_DOWN
 from .pipeline import Restorer
 
 log = logging.getLogger(__name__)
+
+
+def _worker_name(worker: str | None) -> str:
+    return worker or f"pid-{os.getpid()}"
 
 
 def retry_delay(retries: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -55,7 +60,7 @@ class JobRunner:
     def run(self, job: Job, worker: str | None) -> dict | RetryLater:
         """One delivery. Returns the task result, or ``RetryLater``; notifications go through ``self.notify``."""
         settings = self.settings
-        worker = worker or f"pid-{os.getpid()}"
+        worker = _worker_name(worker)
         lease_ms = settings.visibility_timeout * 1000
 
         outcome = self.store.start(job.id, worker, lease_ms)
@@ -73,7 +78,21 @@ class JobRunner:
         try:
             return self._run_started(job, worker, outcome.attempts, outcome.lost)
         finally:
-            self.store.release_lease(job.id, worker)
+            try:
+                self.store.release_lease(job.id, worker)
+            except REDIS_DOWN as exc:
+                # The lease lapses by itself; raising here would replace what is propagating — the outcome, the
+                # Redis error the task must handle, or the SystemExit of a worker cancelling this job.
+                log.warning("lease not released: Redis unavailable", extra={"job_id": job.id, "error": str(exc)})
+
+    def interrupted(self, job: Job, worker: str | None) -> bool:
+        """This delivery ended because Redis went away mid-job (it answers again now): the job goes back to
+        ``queued``, counted as interrupted, not lost. False when it was not running here (nothing changes)."""
+        done = self.store.interrupt(job.id, _worker_name(worker))
+        if done:
+            metrics.INTERRUPTED.labels(job.task.value).inc()
+            log.info("delivery interrupted by a Redis outage, job queued again", extra={"job_id": job.id})
+        return done
 
     def _run_started(self, job: Job, worker: str, attempt: int, lost: int) -> dict | RetryLater:
         settings = self.settings

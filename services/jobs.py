@@ -124,6 +124,8 @@ class Job(BaseModel):
     attempts: int = Field(0, description="Deliveries to a worker (a redelivered job shows 2).")
     retries: int = Field(0, description="Retries scheduled after transient errors.")
     lost: int = Field(0, description="Deliveries whose worker died before finishing.")
+    interrupted: int = Field(0, description="Deliveries ended by a Redis outage (the worker lived; not counted as lost).")
+    orphaned: int = Field(0, description="Times the job was found running with nobody holding it and was re-queued.")
     error: JobError | None = None
     timings: StageTimings = Field(default_factory=StageTimings)
     provider: str | None = None

@@ -6,6 +6,10 @@ Keys (all under ``settings.key_prefix``):
 - ``jobs:recent``  sorted set of job ids by creation time (trimmed), for status pages
 - ``dead``         sorted set of permanently failed job ids by failure time (the dead-letter record)
 - ``stats:finished`` hash: count of finished jobs by final state
+- ``jobs:unfinished`` sorted set of ``queued`` and ``running`` job ids by the time of their last change (created,
+  started, re-queued): where the orphan sweep looks for jobs nobody holds and no message carries
+- ``sweep:turn`` which process runs the next orphan sweep (one per interval across all workers)
+- ``stats:recovery`` hash: deliveries interrupted by a Redis outage, orphans re-queued
 """
 
 from __future__ import annotations
@@ -23,23 +27,75 @@ from .jobs import Job, JobError, JobState, OutputInfo, StageTimings, utcnow
 _JSON_FIELDS = ("options", "error", "timings", "result")
 RECENT_LIMIT = 10_000
 
-# Atomically: refuse when another live worker holds the lease; otherwise take it, count the delivery and, when the
-# previous delivery never finished (state still ``running``), count that one as lost.
+SWEEP_OWNER = "sweep:"  # lease owners that are an orphan sweep's claim, not a worker running the job
+
+# Atomically: refuse when another live worker holds the lease (an orphan sweep's claim is not one); otherwise take
+# it, count the delivery and, when the previous delivery never finished (state still ``running``) and was not
+# re-queued as an orphan, count that one as lost. The job's entry in the unfinished index is refreshed.
 _START_SCRIPT = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'missing'} end
 if state == 'succeeded' or state == 'failed' then return {'finished', state} end
 local owner = redis.call('GET', KEYS[2])
-if owner and owner ~= ARGV[2] then return {'leased', owner} end
+if owner and owner ~= ARGV[2] and string.sub(owner, 1, string.len(ARGV[5])) ~= ARGV[5] then
+  return {'leased', owner}
+end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 local lost = tonumber(redis.call('HGET', KEYS[1], 'lost') or '0')
-if state == 'running' then
+if state == 'running' and redis.call('HGET', KEYS[1], 'orphan_pending') ~= '1' then
   lost = lost + 1
   redis.call('HSET', KEYS[1], 'lost', lost)
 end
+redis.call('HDEL', KEYS[1], 'orphan_pending')
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], redis.call('HGET', KEYS[1], 'id'))
 return {'started', attempts, lost}
+"""
+
+# A delivery that ended because Redis went away (its worker is alive): back to ``queued`` without counting a lost
+# delivery, lease released. Only the worker that was running it may say so, and only while nobody else holds it.
+# Its message is still in the broker (unacknowledged), so the unfinished index keeps the time it last started.
+_INTERRUPT_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return 0 end
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'state', 'queued')
+redis.call('HINCRBY', KEYS[1], 'interrupted', 1)
+redis.call('HINCRBY', KEYS[3], 'interrupted', 1)
+return 1
+"""
+
+# An orphan — ``queued`` or ``running``, nobody's lease, unchanged since ARGV[3] — is claimed by exactly one sweeper:
+# its claim is a lease of its own (so a second sweeper loses, and a sweeper that dies before re-publishing lets the
+# claim lapse and the job be found again), the next start will not count a lost delivery, and it is counted.
+_CLAIM_ORPHAN_SCRIPT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'running' and state ~= 'queued' then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local id = redis.call('HGET', KEYS[1], 'id')
+local seen = redis.call('ZSCORE', KEYS[3], id)
+if seen and tonumber(seen) > tonumber(ARGV[3]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[1], 'orphan_pending', '1')
+redis.call('HINCRBY', KEYS[1], 'orphaned', 1)
+redis.call('ZADD', KEYS[3], ARGV[4], id)
+redis.call('HINCRBY', KEYS[4], 'orphans_requeued', 1)
+return 1
+"""
+
+# Drops unfinished-index entries whose job has finished or whose record expired.
+_PRUNE_UNFINISHED_SCRIPT = """
+local removed = 0
+for i = 2, #KEYS do
+  local state = redis.call('HGET', KEYS[i], 'state')
+  if state ~= 'running' and state ~= 'queued' then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i - 1])
+  end
+end
+return removed
 """
 
 # Atomically move a job to a final state, once: a second finish (a duplicate delivery) changes nothing. A job of a
@@ -53,6 +109,7 @@ for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ARGV[1] == 'succeeded' then redis.call('HDEL', KEYS[1], 'error') end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('ZREM', KEYS[4], redis.call('HGET', KEYS[1], 'id'))
 local batch = redis.call('HGET', KEYS[1], 'batch_id')
 if batch and batch ~= '' then
   redis.call('HINCRBY', KEYS[2] .. batch, ARGV[1], 1)
@@ -93,6 +150,9 @@ class JobStore:
         self._finish = client.register_script(_FINISH_SCRIPT)
         self._renew = client.register_script(_RENEW_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
+        self._interrupt = client.register_script(_INTERRUPT_SCRIPT)
+        self._claim_orphan = client.register_script(_CLAIM_ORPHAN_SCRIPT)
+        self._prune_unfinished = client.register_script(_PRUNE_UNFINISHED_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "imgrestore:", ttl_seconds: int = 7 * 24 * 3600) -> "JobStore":
@@ -122,6 +182,24 @@ class JobStore:
     def finished_counts(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.redis.hgetall(self.stats_key).items()}
 
+    @property
+    def unfinished_key(self) -> str:
+        return f"{self.prefix}jobs:unfinished"
+
+    def take_sweep_turn(self, sweeper: str, seconds: float) -> bool:
+        """True for one caller per ``seconds`` across all processes: the sweep reads every queue, once is enough."""
+        return bool(self.redis.set(f"{self.prefix}sweep:turn", sweeper, nx=True, px=max(1, int(seconds * 1000))))
+
+    @property
+    def recovery_key(self) -> str:
+        """Hash: ``interrupted`` (deliveries ended by a Redis outage), ``orphans_requeued``."""
+        return f"{self.prefix}stats:recovery"
+
+    def recovery_counts(self) -> dict[str, int]:
+        counts = {"interrupted": 0, "orphans_requeued": 0}
+        counts.update({k: int(v) for k, v in self.redis.hgetall(self.recovery_key).items()})
+        return counts
+
     # --- records ---
     def create(self, job: Job, overwrite: bool = True) -> bool:
         """Writes the record; with ``overwrite=False`` an existing record is kept. True when written."""
@@ -134,6 +212,8 @@ class JobStore:
             pipe.expire(key, self.ttl)
             pipe.zadd(self.recent_key, {job.id: job.created_at.timestamp()})
             pipe.zremrangebyrank(self.recent_key, 0, -RECENT_LIMIT - 1)
+            if not job.state.finished:
+                pipe.zadd(self.unfinished_key, {job.id: utcnow().timestamp()})
             pipe.execute()
         return True
 
@@ -166,9 +246,10 @@ class JobStore:
 
     # --- state transitions ---
     def start(self, job_id: str, worker: str, lease_ms: int) -> StartOutcome:
+        now = utcnow()
         reply = self._start(
-            keys=[self.job_key(job_id), self.lease_key(job_id)],
-            args=[utcnow().isoformat(), worker, lease_ms],
+            keys=[self.job_key(job_id), self.lease_key(job_id), self.unfinished_key],
+            args=[now.isoformat(), worker, lease_ms, now.timestamp(), SWEEP_OWNER],
         )
         status = reply[0]
         if status == "started":
@@ -180,6 +261,39 @@ class JobStore:
 
     def release_lease(self, job_id: str, worker: str) -> None:
         self._release(keys=[self.lease_key(job_id)], args=[worker])
+
+    def interrupt(self, job_id: str, worker: str) -> bool:
+        """``worker``'s delivery of the job ended because Redis went away: the job is ``queued`` again, its lease
+        released, and the delivery is counted as ``interrupted``, not ``lost``. False when the job is not running
+        on ``worker`` (finished, already re-queued, or taken by another worker): nothing changes."""
+        return bool(self._interrupt(keys=[self.job_key(job_id), self.lease_key(job_id), self.recovery_key],
+                                    args=[worker]))
+
+    def stale_unfinished(self, unchanged_since: float, limit: int = 1000) -> list[str]:
+        """Ids of ``queued`` or ``running`` jobs unchanged (not created, started or re-queued) since
+        ``unchanged_since`` (a Unix time) and with no lease: nobody is running them — whether a message will bring
+        them back is the broker's to say. Oldest first; entries of finished or expired jobs are dropped."""
+        ids = self.redis.zrangebyscore(self.unfinished_key, "-inf", unchanged_since, start=0, num=limit)
+        if not ids:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(self.job_key(job_id), "state")
+                pipe.exists(self.lease_key(job_id))
+            replies = pipe.execute()
+        states, leased = replies[0::2], replies[1::2]
+        alive = ("queued", "running")
+        gone = [job_id for job_id, state in zip(ids, states) if state not in alive]
+        if gone:
+            self._prune_unfinished(keys=[self.unfinished_key, *map(self.job_key, gone)], args=gone)
+        return [job_id for job_id, state, held in zip(ids, states, leased) if state in alive and not held]
+
+    def claim_orphan(self, job_id: str, claimer: str, unchanged_since: float, claim_ms: int) -> bool:
+        """True for exactly one caller when the job is an orphan (``queued`` or ``running``, no lease, unchanged
+        since ``unchanged_since``); the caller must then publish its message. The claim lapses after ``claim_ms``."""
+        return bool(self._claim_orphan(
+            keys=[self.job_key(job_id), self.lease_key(job_id), self.unfinished_key, self.recovery_key],
+            args=[SWEEP_OWNER + claimer, claim_ms, unchanged_since, utcnow().timestamp()]))
 
     @property
     def batch_prefix(self) -> str:
@@ -206,7 +320,8 @@ class JobStore:
                            "state", state.value, "finished_at", utcnow().isoformat()]
         for name, value in fields.items():
             args += [name, _encode_value(value)]
-        return bool(self._finish(keys=[self.job_key(job_id), self.batch_prefix, self.stats_key], args=args))
+        return bool(self._finish(keys=[self.job_key(job_id), self.batch_prefix, self.stats_key, self.unfinished_key],
+                                 args=args))
 
     def cancel(self, job_id: str) -> bool:
         """Fails a job that no worker has started yet with ``cancelled``; False when it is running or finished."""
@@ -220,7 +335,8 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             pipe.hincrby(key, "retries", 1)
             pipe.hset(key, mapping={"state": JobState.queued.value, "error": error.model_dump_json()})
-            retries, _ = pipe.execute()
+            pipe.zadd(self.unfinished_key, {job_id: utcnow().timestamp()})
+            retries, _, _ = pipe.execute()
         return int(retries)
 
     def requeue(self, job_id: str) -> Job:
@@ -232,6 +348,7 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             pipe.hset(self.job_key(job_id), mapping={"state": JobState.queued.value, "lost": "0"})
             pipe.hdel(self.job_key(job_id), "error", "finished_at", "result")
+            pipe.zadd(self.unfinished_key, {job_id: utcnow().timestamp()})
             pipe.expire(self.job_key(job_id), self.ttl)
             pipe.zrem(self.dead_key, job_id)
             if job.batch_id and job.state.finished:

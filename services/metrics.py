@@ -23,6 +23,10 @@ RETRIES = Counter("imgrestore_job_retries", "Retries scheduled after transient e
 STAGE_SECONDS = Histogram("imgrestore_stage_seconds", "Seconds per job stage.", ["task", "stage"],
                           buckets=_SECONDS_BUCKETS)
 JOB_SECONDS = Histogram("imgrestore_job_seconds", "Seconds per job, all stages.", ["task"], buckets=_SECONDS_BUCKETS)
+INTERRUPTED = Counter("imgrestore_deliveries_interrupted", "Deliveries ended by a Redis outage and queued again "
+                      "(not counted as lost).", ["task"])
+ORPHANS_REQUEUED = Counter("imgrestore_orphans_requeued", "Jobs found running with no lease and no message, re-queued.",
+                           ["task"])
 MEGAPIXELS = Counter("imgrestore_megapixels", "Megapixels restored.", ["task"])
 MODEL_LOAD_SECONDS = Gauge("imgrestore_model_load_seconds", "Seconds the last load of each model took.",
                            ["model", "provider"], multiprocess_mode="max")

@@ -27,6 +27,7 @@ class Snapshot:
     workers: list[WorkerInfo]
     finished: dict[str, int]  # final state -> count since Redis started
     failures: list[Job] = field(default_factory=list)
+    recovery: dict[str, int] = field(default_factory=dict)  # interrupted deliveries, orphans re-queued
 
 
 class Monitor:
@@ -55,7 +56,8 @@ class Monitor:
                 recent.append(self.store.get(job_id))
             except Exception:
                 continue
-        return Snapshot(time.time(), depths, self.workers(worker_timeout), self.store.finished_counts(), recent)
+        return Snapshot(time.time(), depths, self.workers(worker_timeout), self.store.finished_counts(), recent,
+                        self.store.recovery_counts())
 
 
 def throughput(previous: Snapshot | None, current: Snapshot) -> float | None:

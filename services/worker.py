@@ -17,7 +17,6 @@ _OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="imgrestore-metrics-")
 
-import redis  # noqa: E402
 from celery import signals  # noqa: E402
 
 from . import callbacks, metrics  # noqa: E402
@@ -32,6 +31,8 @@ from .jobs import Job  # noqa: E402
 from .jobstore import JobStore  # noqa: E402
 from .leases import LeaseRenewal  # noqa: E402
 from .logs import configure_logging  # noqa: E402
+from .outages import (REDIS_DOWN, OutageSafeRequest, RedisUnavailable, abandon_delivery, patiently,  # noqa: E402
+                      retry_task)
 from .pipeline import Restorer  # noqa: E402
 from .registry import ModelRegistry  # noqa: E402
 from .submission import Submitter  # noqa: E402
@@ -57,28 +58,42 @@ def runner() -> JobRunner:
 
 
 def _send_notification(note: Notification) -> None:
-    send(app, NOTIFY_TASK, [note.url, note.event, note.payload], get_settings().control_queue)
-
-
-# Redis unavailable mid-job (restart, failover, loading its AOF): the job's state could not be recorded. Failing the
-# task would acknowledge — and lose — the job, so it is delivered again instead (if even that cannot be published,
-# the message stays unacknowledged and comes back after the visibility timeout).
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
-
-
-@app.task(name=RESTORE_TASK, bind=True, max_retries=None)
-def restore_task(self, payload: dict) -> dict:
+    settings = get_settings()
     try:
-        outcome = runner().run(Job.model_validate(payload), self.request.hostname)
-    except _REDIS_DOWN as exc:
-        log.warning("job store unreachable, job will be delivered again", extra={"error": str(exc)})
-        raise self.retry(countdown=2.0, max_retries=None)
+        patiently(lambda: send(app, NOTIFY_TASK, [note.url, note.event, note.payload], settings.control_queue),
+                  runner().store.redis, settings.redis_outage_wait, "webhook task")
+    except RedisUnavailable as exc:  # the job itself is final and recorded: only its webhook is lost
+        log.error("webhook not queued: Redis unavailable", extra={"url": note.url, "event": note.event,
+                                                                   "error": str(exc)})
+
+
+# Every retry below goes through ``outages.retry_task``, never ``self.retry``: Celery's retry turns a failed publish
+# into Reject(requeue=False), deleting the message while its job (or batch listing, or webhook) is unfinished.
+
+
+@app.task(name=RESTORE_TASK, bind=True, max_retries=None, Request=OutageSafeRequest)
+def restore_task(self, payload: dict) -> dict:
+    job = Job.model_validate(payload)
+    job_runner = runner()
+    settings = job_runner.settings
+    try:
+        outcome = job_runner.run(job, self.request.hostname)
+    except REDIS_DOWN as exc:
+        # The job store went away mid-job. Wait for it, then put the job back as interrupted (not lost) and deliver
+        # it again; if Redis stays away, end this process and leave the message unacknowledged.
+        log.warning("job store unreachable mid-job, waiting for Redis", extra={"job_id": job.id, "error": str(exc)})
+        try:
+            patiently(lambda: job_runner.interrupted(job, self.request.hostname), job_runner.store.redis,
+                      settings.redis_outage_wait, "job store")
+        except RedisUnavailable as gone:
+            abandon_delivery(RESTORE_TASK, job.id, gone)
+        outcome = RetryLater(0.0)
     if isinstance(outcome, RetryLater):
-        raise self.retry(countdown=outcome.delay, max_retries=None)
+        raise retry_task(self, outcome.delay, job_runner.store.redis, settings.redis_outage_wait)
     return outcome
 
 
-@app.task(name=EXPAND_TASK, bind=True, max_retries=None)
+@app.task(name=EXPAND_TASK, bind=True, max_retries=None, Request=OutageSafeRequest)
 def expand_batch_task(self, batch_id: str, root: str, include: list[str], start_after: str) -> dict:
     """Queues the next pages of a prefix batch, then continues in a new message (never blocks a worker slot)."""
     settings = get_settings()
@@ -86,21 +101,32 @@ def expand_batch_task(self, batch_id: str, root: str, include: list[str], start_
     batches = BatchStore(job_runner.store)
     expander = BatchSubmitter(settings, job_runner.store, batches,
                               Submitter(settings, job_runner.store, app), app)
+    client = job_runner.store.redis
     try:
         cursor = expander.expand_step(batch_id, root, include, start_after, job_runner.restorer.storage,
                                       settings.batch_max_in_flight)
+        busy = cursor is not None and expander.in_flight(batch_id) >= settings.batch_max_in_flight
     except TransientError as exc:
         delay = retry_delay(min(self.request.retries, 8), settings.retry_backoff_base, settings.retry_backoff_max)
         log.warning("batch listing failed, retrying", extra={"batch_id": batch_id, "error": exc.message})
-        raise self.retry(countdown=delay, max_retries=None)
+        raise retry_task(self, delay, client, settings.redis_outage_wait)
+    except REDIS_DOWN as exc:
+        # Listing again from the same cursor is harmless: membership makes adding an input idempotent.
+        log.warning("Redis unavailable while listing a batch, continuing later",
+                    extra={"batch_id": batch_id, "error": str(exc)})
+        raise retry_task(self, 1.0, client, settings.redis_outage_wait)
     except Exception as exc:
-        batches.redis.hset(batches.key(batch_id), mapping={"error": str(exc), "sealed": "true"})
+        try:
+            patiently(lambda: batches.record_listing_error(batch_id, str(exc)), client, settings.redis_outage_wait,
+                      "batch record")
+        except RedisUnavailable as gone:
+            abandon_delivery(EXPAND_TASK, self.request.id, gone)
         log.error("batch listing failed", extra={"batch_id": batch_id, "error": str(exc)})
         return {"batch_id": batch_id, "error": str(exc)}
     if cursor is None:
         return {"batch_id": batch_id, "sealed": True}
-    busy = expander.in_flight(batch_id) >= settings.batch_max_in_flight
-    raise self.retry(args=[batch_id, root, include, cursor], countdown=5 if busy else 0, max_retries=None)
+    raise retry_task(self, 5 if busy else 0, client, settings.redis_outage_wait,
+                     args=[batch_id, root, include, cursor])
 
 
 @app.task(name=PING_TASK, ignore_result=False)
@@ -109,7 +135,7 @@ def ping_task() -> str:
     return "pong"
 
 
-@app.task(name=NOTIFY_TASK, bind=True, max_retries=None)
+@app.task(name=NOTIFY_TASK, bind=True, max_retries=None, Request=OutageSafeRequest)
 def notify_task(self, url: str, event: str, payload: dict) -> dict:
     settings = get_settings()
     secret = settings.callback_secret.get_secret_value() if settings.callback_secret else None
@@ -120,7 +146,7 @@ def notify_task(self, url: str, event: str, payload: dict) -> dict:
             log.error("webhook given up", extra={"url": url, "event": event, "error": str(exc)})
             return {"url": url, "delivered": False, "error": str(exc)}
         delay = retry_delay(self.request.retries, settings.retry_backoff_base, settings.retry_backoff_max)
-        raise self.retry(countdown=delay, max_retries=None)
+        raise retry_task(self, delay, runner().store.redis, settings.redis_outage_wait)
     return {"url": url, "delivered": status < 400, "status": status}
 
 

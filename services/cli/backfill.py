@@ -18,6 +18,7 @@ from ..errors import ImgRestoreError
 from ..imaging import normalize_format
 from ..jobs import JobOptions, Profile, Task
 from ..pipeline import Restorer
+from ..recovery import OrphanSweeper
 from ..storage import StorageRouter, is_s3_url
 from ..submission import Submitter
 from .common import EXIT_FAILED, EXIT_USAGE, cli, job_store, quiet_logging, reports_errors, settings
@@ -80,9 +81,11 @@ def backfill(task, profile, output, include, max_in_flight, output_format, jpeg_
     if queued:
         jobs = job_store(config)
         batches = BatchStore(jobs)
-        runner = QueuedBackfill(plan, jobs, batches, BatchSubmitter(config, jobs, batches,
-                                                                    Submitter(config, jobs, app), app),
-                                storage, max_in_flight)
+        submitter = Submitter(config, jobs, app)
+        runner = QueuedBackfill(plan, jobs, batches, BatchSubmitter(config, jobs, batches, submitter, app),
+                                storage, max_in_flight,
+                                sweeper=OrphanSweeper(config, jobs, submitter, name=f"backfill-{plan.backfill_id}"),
+                                sweep_interval=config.orphan_sweep_interval)
     else:
         out_dir = Path(output) if not is_s3_url(output) else Path.cwd()
         runner = EmbeddedBackfill(plan, Restorer(config, storage=storage),

@@ -28,8 +28,11 @@ def render(snapshot: Snapshot, rate: float | None) -> Group:
         workers.add_row("[red]no worker answered[/red]", "", "")
     done = snapshot.finished
     rate_text = "–" if rate is None else f"{rate:,.2f} jobs/s"
+    recovered = snapshot.recovery
     totals = (f"finished: [green]{done.get('succeeded', 0):,} succeeded[/green], "
-              f"[red]{done.get('failed', 0):,} failed[/red] · throughput {rate_text}")
+              f"[red]{done.get('failed', 0):,} failed[/red] · throughput {rate_text}\n"
+              f"recovered: {recovered.get('interrupted', 0):,} deliveries interrupted by a Redis outage, "
+              f"{recovered.get('orphans_requeued', 0):,} orphans re-queued")
     failures = Table("job", "input", "reason", title="Recent failures", title_justify="left", expand=True)
     for job in snapshot.failures:
         reason = f"{job.error.type}: {job.error.message}" if job.error else "?"

@@ -1,4 +1,5 @@
-"""``imgrestore retry``: re-queue failed jobs (dead letters) once their cause is fixed."""
+"""``imgrestore retry``: re-queue failed jobs (dead letters) once their cause is fixed, and orphans — jobs left
+``running`` that nobody holds and no message will bring back."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import click
 from ..batches import BatchStore
 from ..celery_app import app
 from ..jobs import JobState
+from ..recovery import OrphanSweeper
 from ..submission import Submitter
 from .common import EXIT_USAGE, cli, echo_json, fail, job_store, reports_errors, settings
 
@@ -17,10 +19,12 @@ from .common import EXIT_USAGE, cli, echo_json, fail, job_store, reports_errors,
 @click.option("--dead-letters", is_flag=True, help="Re-queue every job in the dead-letter record.")
 @reports_errors
 def retry(job_ids: tuple[str, ...], batch_id: str | None, dead_letters: bool) -> None:
-    """Re-queue failed jobs: JOB_ID..., --failed BATCH_ID, or --dead-letters. Prints what was re-queued."""
+    """Re-queue failed jobs: JOB_ID..., --failed BATCH_ID, or --dead-letters. A running job is re-queued only when
+    it is an orphan (no worker holds it and it has no message). Prints what was re-queued."""
     config = settings()
     store = job_store(config)
     submitter = Submitter(config, store, app)
+    sweeper = OrphanSweeper(config, store, submitter, name="cli-retry")
     targets = list(job_ids)
     if batch_id:
         targets += BatchStore(store).failed_ids(batch_id, limit=10**9)
@@ -31,8 +35,12 @@ def retry(job_ids: tuple[str, ...], batch_id: str | None, dead_letters: bool) ->
     requeued, skipped = [], []
     for job_id in dict.fromkeys(targets):  # each once, in order
         job = store.get(job_id)
+        if not job.state.finished and sweeper.requeue_if_orphan(job_id):
+            requeued.append(job_id)
+            continue
         if job.state is not JobState.failed:
-            skipped.append({"id": job_id, "state": job.state.value})
+            reason = None if job.state.finished else "a worker holds it, or its message is queued or in flight"
+            skipped.append({"id": job_id, "state": job.state.value} | ({"reason": reason} if reason else {}))
             continue
         submitter.requeue(job_id)
         requeued.append(job_id)

@@ -20,7 +20,9 @@ from PIL import Image
 
 from services.backfill import BackfillPlan
 from services.batches import BatchStore
+from services.celery_app import create_app
 from services.jobs import JobState, Task
+from services.jobstore import JobStore
 from tests.integration.conftest import settings_from
 from tests.support.processes import REPO, start_worker, wait_until
 
@@ -157,3 +159,41 @@ def test_listing_20000_objects_keeps_memory_flat(env, s3_client, bucket, record_
     record_property("backfill_listing", figures)
     print(f"backfill listing figures: {figures}; RSS growth 2k→20k keys: {growth:.1f} MiB")
     assert growth < 15, figures
+
+
+def test_resumed_backfill_never_waits_on_a_job_nobody_holds(env, s3_client, bucket, tmp_path):
+    """Issue 15's stuck backfill: one job left ``running`` with no lease and no message (its worker's delivery gone).
+    The workers here sweep too rarely to matter; the waiting backfill's own sweep re-queues the orphan."""
+    fast = {**env, "IMGRESTORE_VISIBILITY_TIMEOUT": "2", "IMGRESTORE_LEASE_RENEW_INTERVAL": "0.5",
+            "IMGRESTORE_UNACKED_RESTORE_INTERVAL": "1", "IMGRESTORE_ORPHAN_SWEEP_INTERVAL": "1",
+            "IMGRESTORE_KEY_PREFIX": f"bfo{uuid.uuid4().hex[:6]}:"}
+    settings = settings_from(fast)
+    store = JobStore.from_url(settings.redis_url, settings.key_prefix)
+    _upload(s3_client, bucket, [(f"o/{i}.png", _png(i, 32)) for i in range(6)])
+    args = ["--task", "denoise", f"s3://{bucket}/o/", "--output", f"s3://{bucket}/o-out/",
+            "--report", str(tmp_path / "f.jsonl")]
+    code, _, err = _backfill(fast, *args, "--detach")  # queued, no worker yet
+    assert code == 0, err
+    plan = BackfillPlan(task=Task.denoise, source=f"s3://{bucket}/o/", output=f"s3://{bucket}/o-out/")
+    victim = BatchStore(store).job_ids(plan.backfill_id)[2]
+    queue = settings.queue_for("denoise")
+    (raw,) = [m for m in store.redis.lrange(queue, 0, -1) if json.loads(m)["headers"]["id"] == victim]
+    store.redis.lrem(queue, 1, raw)  # its message is gone…
+    store.start(victim, "gone@test", 1)  # …and it is "running" on a worker that holds nothing
+
+    app = create_app(settings)
+    worker = start_worker(f"orph-{uuid.uuid4().hex[:6]}@test", {**fast, "IMGRESTORE_ORPHAN_SWEEP_INTERVAL": "600"},
+                          tmp_path, app=app)
+    try:
+        process = _backfill(fast, *args, "--resume", wait=False)
+        try:
+            _, err = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"backfill --resume still waiting: {store.get(victim)}")
+        assert process.returncode == 0, err
+    finally:
+        worker.stop()
+    record = store.get(victim)
+    assert record.state is JobState.succeeded and (record.orphaned, record.lost) == (1, 0)
+    assert BatchStore(store).get(plan.backfill_id).succeeded == 6

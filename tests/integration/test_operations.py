@@ -124,3 +124,48 @@ def test_retry_failed_jobs_of_a_batch(ops, s3_client, bucket):
     assert len(json.loads(result.stdout)["requeued"]) == 2
     wait_until(lambda: batches.get(batch.id).succeeded == 5, 60, "the re-queued jobs to succeed")
     assert batches.get(batch.id).failed == 0
+
+
+def _orphan(store: JobStore, submitter: Submitter, tmp_path, name: str):
+    """Issue 15's lost job: ``running``, attempts 1, no lease, no message in any queue or in ``unacked``."""
+    (tmp_path / f"{name}.png").write_bytes(_png(9))
+    job = submitter.submit(JobRequest(task="denoise", input_url=str(tmp_path / f"{name}.png"),
+                                      output_url=str(tmp_path / f"{name}-out.png")))
+    # Submitted with no worker on this queue prefix: take its message away and start it on a worker that is gone.
+    queue = submitter.settings.queue_for("denoise")
+    assert store.redis.lrem(queue, 0, store.redis.lindex(queue, 0)) == 1
+    assert store.start(job.id, "gone@test", 1).status == "started"
+    return job
+
+
+def test_workers_requeue_an_orphan_and_monitor_counts_it(make_service, tmp_path):
+    # A key prefix of its own: the sweep turn (one sweeper per interval) is not shared with other tests' workers.
+    service = make_service(0, IMGRESTORE_VISIBILITY_TIMEOUT="3", IMGRESTORE_LEASE_RENEW_INTERVAL="0.5",
+                           IMGRESTORE_UNACKED_RESTORE_INTERVAL="1", IMGRESTORE_ORPHAN_SWEEP_INTERVAL="1",
+                           IMGRESTORE_KEY_PREFIX=f"orph{uuid.uuid4().hex[:6]}:")
+    before = service.store.recovery_counts()["orphans_requeued"]
+    job = _orphan(service.store, service.submitter, tmp_path, "sweep")
+    service.start_worker()
+    final = service.submitter.wait(job.id, timeout=60)
+    assert final.state is JobState.succeeded, final
+    assert (final.attempts, final.lost, final.orphaned) == (2, 0, 1)
+    snapshot = json.loads(_cli(service.env, "monitor", "--once", "--json").stdout)
+    assert snapshot["recovery"]["orphans_requeued"] == before + 1 == 1
+    assert "1 orphans re-queued" in _cli(service.env, "monitor", "--once").stdout
+
+
+def test_retry_accepts_an_orphan_and_refuses_a_job_a_worker_holds(ops, tmp_path):
+    store, submitter = ops["store"], ops["submitter"]
+    # Prepared on a queue no worker serves, so the ops worker takes neither job before the test is ready.
+    elsewhere = Submitter(ops["settings"].model_copy(update={"queue_prefix": f"x{uuid.uuid4().hex[:6]}."}), store,
+                          ops["app"])
+    held = elsewhere.submit(JobRequest(task="denoise", input_url=str(tmp_path / "never.png")))
+    store.start(held.id, "busy@test", 600_000)  # a live lease: someone is running it
+    orphan = _orphan(store, elsewhere, tmp_path, "cli")
+    result = _cli(ops["env"], "retry", orphan.id, held.id)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["requeued"] == [orphan.id]
+    assert answer["skipped"][0]["id"] == held.id and "holds it" in answer["skipped"][0]["reason"]
+    final = submitter.wait(orphan.id, timeout=60)
+    assert final.state is JobState.succeeded and final.orphaned == 1 and final.lost == 0

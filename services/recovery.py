@@ -1,0 +1,81 @@
+"""Orphans: unfinished jobs that nobody runs and no message will ever bring back.
+
+Every path that ends a delivery keeps the message (issue 15), so an orphan needs something outside them: a worker
+SIGKILLed between kombu's BRPOP and its write to ``unacked`` (the message existed only in that process), a crash
+between recording a job and publishing it, a Redis that lost its last second of writes, a bug. The sweep runs in
+every worker (and in a waiting ``backfill``), one process per interval: a job ``queued`` or ``running`` with no
+lease and unchanged for longer than the visibility timeout, whose id is on no message in its queues nor in
+``unacked``, is claimed by exactly one sweeper (``JobStore.claim_orphan``, one Lua script) and published again. The
+claim is a lease that lapses: a sweeper that dies before publishing leaves the job to be found again. A duplicate
+message (a delivery in flight at the moment of the check) is harmless: the job store runs a job once at a time and
+counts its end once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from . import metrics, queues
+from .config import Settings
+from .jobs import Task
+from .jobstore import JobStore
+from .submission import Submitter
+
+log = logging.getLogger(__name__)
+
+# Reading the queues costs about 1.5 KB a waiting message; past this many a sweep is skipped (and says so).
+MAX_SCANNED_MESSAGES = 200_000
+
+
+class OrphanSweeper:
+    def __init__(self, settings: Settings, store: JobStore, submitter: Submitter, name: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.submitter = submitter
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.clock = clock
+        self.queue_names = [settings.queue_for(t.value) for t in Task] + [settings.control_queue]
+
+    def sweep(self, min_age: float | None = None) -> list[str]:
+        """Re-queues every orphan unchanged for ``min_age`` seconds (default: the visibility timeout); returns
+        the ids this sweeper re-queued."""
+        cutoff = self.clock() - (self.settings.visibility_timeout if min_age is None else min_age)
+        candidates = self.store.stale_unfinished(cutoff)
+        if not candidates:
+            return []
+        waiting = sum(queues.waiting(self.store.redis, name) for name in self.queue_names)
+        if waiting > MAX_SCANNED_MESSAGES:
+            log.warning("orphan sweep skipped: too many waiting messages to read", extra={
+                "waiting": waiting, "limit": MAX_SCANNED_MESSAGES, "candidates": len(candidates)})
+            return []
+        with_messages = queues.task_ids_with_messages(self.store.redis, self.queue_names)
+        return [job_id for job_id in candidates
+                if job_id not in with_messages and self._claim_and_publish(job_id, cutoff)]
+
+    def sweep_if_my_turn(self, interval: float) -> list[str]:
+        """``sweep()`` when no other process has swept in the last ``interval`` seconds (it reads every queue)."""
+        if not self.store.take_sweep_turn(self.name, interval):
+            return []
+        return self.sweep()
+
+    def requeue_if_orphan(self, job_id: str) -> bool:
+        """``imgrestore retry`` of an unfinished job: re-queued only when nobody holds it and it has no message."""
+        if job_id in queues.task_ids_with_messages(self.store.redis, self.queue_names):
+            return False
+        return self._claim_and_publish(job_id, self.clock())
+
+    def _claim_and_publish(self, job_id: str, cutoff: float) -> bool:
+        if not self.store.claim_orphan(job_id, self.name, cutoff, self.settings.visibility_timeout * 1000):
+            return False
+        job = self.store.get(job_id)
+        self.submitter.enqueue(job)  # a crash before this line: the claim lapses, the next sweep finds it again
+        metrics.ORPHANS_REQUEUED.labels(job.task.value).inc()
+        log.warning("orphan job re-queued: it was running with no lease and no message",
+                    extra={"job_id": job_id, "worker": job.worker, "started_at": str(job.started_at),
+                           "sweeper": self.name})
+        return True
