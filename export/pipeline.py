@@ -53,6 +53,10 @@ def architecture(cfg: TrainConfig) -> str:
         parts.insert(1, "pixel-unshuffle x2 (runs at half resolution)")
     if cfg.kind == "colorize":
         parts.append(f"{n.get('space', 'lab')} head" + (" with Lab->sRGB in graph" if n.get("space", "lab") == "lab" else ""))
+        if n.get("class_head"):
+            h = n["class_head"]
+            parts.append(f"ab classification head ({h.get('bin_size', 10)}-unit bins, annealed mean T="
+                         f"{h.get('temperature', 0.38)}, at 1/{2 * h.get('pool', 2)} resolution)")
     return ", ".join(parts)
 
 

@@ -37,6 +37,13 @@ def nlm_rgb(rgb: np.ndarray, h: float) -> np.ndarray:
     return out[..., ::-1].astype(np.float32) / 255.0
 
 
+def tv_rgb(rgb: np.ndarray, weight255: float) -> np.ndarray:
+    """Total-variation denoising (Chambolle), weight on the 0–255 scale of σ."""
+    from skimage.restoration import denoise_tv_chambolle
+
+    return np.clip(denoise_tv_chambolle(rgb, weight=weight255 / 255.0, channel_axis=-1), 0, 1).astype(np.float32)
+
+
 def bm3d_rgb(rgb: np.ndarray, sigma255: float) -> np.ndarray:
     """CBM3D (colour BM3D in a luminance–chrominance space), told the true σ."""
     import bm3d

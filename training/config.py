@@ -10,6 +10,11 @@ from typing import Any
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
 MODEL_NAMES = ("doc-denoise", "photo-denoise", "colorize", "watermark")
+# The config (training/configs/NAME.json) each model's training legs (training/legs.py) continue with: the
+# architecture and data of the next promoted weights. Until a leg of it is promoted, the shipped ONNX comes from the
+# run named in export/__main__.py: SHIPPED_RUNS (training/README.md has the comparisons).
+LEG_CONFIGS = {"colorize": "colorize-v2", "doc-denoise": "doc-denoise-v3", "watermark": "watermark-v3",
+               "photo-denoise": "photo-denoise-aware"}
 
 
 @dataclass
@@ -20,7 +25,9 @@ class OptimConfig:
     steps: int = 4000
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    # "charbonnier" | "l1" | "mse" on the output; "lab_ab_l1" (colorizer, Lab space) on the predicted ab.
+    # "charbonnier" | "l1" | "mse" on the output; "lab_ab_l1" (colorizer, Lab space) on the predicted ab;
+    # "ink_charbonnier" (documents): Charbonnier + alpha_weight × a term over the ink pixels (train.ink_charbonnier);
+    # "lab_ab_class" (colorizer with net.class_head): rebalanced cross-entropy over quantised ab (train.ab_class_loss).
     loss: str = "charbonnier"
     # "unblend_aux" only: weight of the squared error on pixels without watermark (true opacity 0) relative
     # to marked ones, and weight of the opacity BCE term.
@@ -60,3 +67,8 @@ class TrainConfig:
 
 def default_config_path(name: str) -> Path:
     return CONFIG_DIR / f"{name}.json"
+
+
+def leg_config(model: str) -> str:
+    """The config name a model's training legs use."""
+    return LEG_CONFIGS.get(model, model)

@@ -31,3 +31,13 @@ def test_leak_check_catches_exact_and_resized_copies(tmp_path: Path):
         im.convert("RGB").resize((im.size[0] // 2, im.size[1] // 2)).save(copy, quality=70)
     leaks = find_leaks([ev["coffee"], copy], ev)
     assert {(leak.eval_name, leak.reason.split()[0]) for leak in leaks} == {("coffee", "identical"), ("chelsea", "thumbnail")}
+
+
+def test_no_evaluation_font_is_a_training_font():
+    """Including the typed pages' FreeMono of the clean-in document set (training types in DejaVu/Liberation Mono)."""
+    from training.data.fonts import eval_fonts, eval_typewriter_fonts, training_fonts
+
+    train = {p.name for f in training_fonts() for p in (f.regular, f.bold, f.italic)}
+    evaluation = {p.name for f in eval_fonts() + eval_typewriter_fonts() for p in (f.regular, f.bold, f.italic)}
+    assert train.isdisjoint(evaluation)
+    assert not any("Free" in n or "Noto" in n for n in train)

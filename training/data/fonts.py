@@ -7,10 +7,14 @@ generalisation to typefaces the model never saw.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-FONT_DIRS = [Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype")]
+# IMGRESTORE_FONT_DIR (a folder laid out like /usr/share/fonts/truetype) is searched first: training/gpu.sh
+# carries the training fonts to a machine without the Debian font packages.
+FONT_DIRS = [Path(p) for p in [os.environ.get("IMGRESTORE_FONT_DIR")] if p] + [
+    Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype")]
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,13 @@ EVAL_SPECS = [
 ]
 
 
+# Typed pages of the "clean in" evaluation (evalsets.clean_in_pages): kept out of EVAL_SPECS so the dirty
+# evaluation pages keep their draws. Training types with DejaVu Sans Mono and Liberation Mono.
+EVAL_TYPEWRITER_SPECS = [
+    ("FreeMono", "freefont", "FreeMono.ttf", "FreeMonoBold.ttf", "FreeMonoOblique.ttf"),
+]
+
+
 def training_fonts() -> list[FontFamily]:
     found = [f for spec in TRAIN_SPECS if (f := _family(*spec)) is not None]
     if not any(f.name.startswith("DejaVu") for f in found):
@@ -82,4 +93,11 @@ def eval_fonts() -> list[FontFamily]:
     found = [f for spec in EVAL_SPECS if (f := _family(*spec)) is not None]
     if not found:
         raise RuntimeError("no evaluation fonts: apt-get install fonts-freefont-ttf fonts-noto-core")
+    return found
+
+
+def eval_typewriter_fonts() -> list[FontFamily]:
+    found = [f for spec in EVAL_TYPEWRITER_SPECS if (f := _family(*spec)) is not None]
+    if not found:
+        raise RuntimeError("no evaluation typewriter font: apt-get install fonts-freefont-ttf")
     return found

@@ -10,12 +10,15 @@ desktop-base). Evaluation photos are scikit-learn's ``china``/``flower`` and sci
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .photo_packages import has_colour, is_package_photo, package_files, package_photo_paths
 
 EVAL_SKIMAGE = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
 EVAL_SKLEARN = ("china.jpg", "flower.jpg")
@@ -58,7 +61,19 @@ def load_eval_photos() -> dict[str, np.ndarray]:
     return {name: np.asarray(Image.open(p).convert("RGB")) for name, p in eval_photo_paths().items()}
 
 
+# A folder of training photos packed elsewhere (training/gpu.sh: the GPU machine has no Debian wallpaper packages);
+# when set, it replaces every other source. Paths inside keep the original's tail (e.g. mate/nature/x.jpg), so
+# is_natural_photo still recognises them.
+PHOTO_PACK_ENV = "IMGRESTORE_PHOTO_PACK"
+
+
+def packed_photo_sources(root: Path) -> list[PhotoSource]:
+    return [PhotoSource(p, "pack") for p in sorted(root.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+
+
 def training_photo_sources() -> list[PhotoSource]:
+    if os.environ.get(PHOTO_PACK_ENV):
+        return packed_photo_sources(Path(os.environ[PHOTO_PACK_ENV]))
     excluded = set(EVAL_SKIMAGE) | set(EVAL_SKLEARN)
     found: list[PhotoSource] = []
     for p in sorted(_skimage_dir().iterdir()):
@@ -69,13 +84,15 @@ def training_photo_sources() -> list[PhotoSource]:
     mpl = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if mpl.is_file():
         found.append(PhotoSource(mpl, "matplotlib"))
+    in_packages = package_files()  # photo packages' files: listed below, and only for configs that ask for them
     for root in WALLPAPER_DIRS:
         if not root.is_dir():
             continue
         for p in sorted(root.rglob("*")):
             if (p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and "screenshot" not in p.name
-                    and "logo" not in str(p) and p.name not in excluded):
+                    and "logo" not in str(p) and p.name not in excluded and p not in in_packages):
                 found.append(PhotoSource(p, "wallpaper"))
+    found += [PhotoSource(p, "photo-package") for _, p in package_photo_paths() if p.name not in excluded]
     return found
 
 
@@ -116,12 +133,16 @@ def _is_colourful(img: np.ndarray) -> bool:
     return float(f.std()) > 12.0
 
 
-def load_training_photos(cache_dir: Path | None = None, natural_only: bool = False) -> list[np.ndarray]:
+def load_training_photos(cache_dir: Path | None = None, natural_only: bool = False,
+                         photo_packages: bool = False) -> list[np.ndarray]:
     """All usable training photos (or only the natural ones) as uint8 RGB arrays (max side 768), cached as a
-    pickle keyed by the file list."""
+    pickle keyed by the file list. ``photo_packages``: include the photographs of ``data/photo_packages.py``
+    (all natural; B&W/sepia ones dropped); off by default so existing configs keep their exact photo sets."""
     sources = training_photo_sources()
+    if not photo_packages:
+        sources = [s for s in sources if not is_package_photo(s.path)]
     if natural_only:
-        sources = [s for s in sources if is_natural_photo(s.path)]
+        sources = [s for s in sources if is_natural_photo(s.path) or is_package_photo(s.path)]
     key = hashlib.sha256("\n".join(f"{s.path}:{s.path.stat().st_size}" for s in sources).encode()).hexdigest()[:16]
     cache = (cache_dir / f"photos-{key}.pkl") if cache_dir else None
     if cache is not None and cache.is_file():
@@ -131,7 +152,7 @@ def load_training_photos(cache_dir: Path | None = None, natural_only: bool = Fal
     seen: set[str] = set()
     for s in sources:
         img = _load_rgb(s.path)
-        if img is None or not _is_colourful(img):
+        if img is None or not _is_colourful(img) or (is_package_photo(s.path) and not has_colour(img)):
             continue
         digest = hashlib.sha256(img[::8, ::8].tobytes()).hexdigest()
         if digest in seen:  # the same wallpaper in several resolutions

@@ -14,10 +14,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .degrade import corrupt_page
+from ..nets.ab_bins import ab_bin_centres, class_prior, nearest_bin, rebalance_weights
+from ..nets.color import rgb_to_lab
+from .degrade import DirtOptions, corrupt_page, light_dirt
 from .fonts import FontFamily, training_fonts
-from .noise import random_noise
-from .pages import render_page
+from .noise import random_noise, random_noise_with_level
+from .pages import binarize, render_page, render_scan_page
 from .watermarks import add_watermark
 
 
@@ -87,29 +89,67 @@ def render_pages(seed: int, n: int, fonts: list[FontFamily], width: int = 800, h
     return [render_page(rng, fonts, width, height) for _ in range(n)]
 
 
+def render_scan_pages(seed: int, n: int, fonts: list[FontFamily], kinds: dict[str, float], binary_fraction: float,
+                      width: int = 800, height: int = 1000) -> tuple[list[np.ndarray], list[bool]]:
+    """``n`` clean pages of the page kinds in ``kinds`` (:data:`pages.SCAN_KINDS` -> share), a ``binary_fraction``
+    of them thresholded; uint8 (a quarter of float32's memory, and what a scan holds), and which are binary."""
+    rng = np.random.default_rng([seed, 0xD0C, 2])  # not render_pages' stream
+    names = sorted(kinds)
+    p = np.array([kinds[k] for k in names], np.float64)
+    pages, binary = [], []
+    for _ in range(n):
+        page = render_scan_page(rng, fonts, names[int(rng.choice(len(names), p=p / p.sum()))], width, height)
+        is_binary = bool(rng.random() < binary_fraction)
+        if is_binary:
+            page = binarize(page, float(rng.uniform(0.4, 0.6)))  # the threshold sets how heavy the strokes come out
+        pages.append(np.round(page * 255.0).astype(np.uint8))
+        binary.append(is_binary)
+    return pages, binary
+
+
 @dataclass
 class DocDenoiseTask:
-    """Random crops of synthetic pages, corrupted per crop (dirty gray in, clean gray out)."""
+    """Random crops of synthetic pages, corrupted per crop (dirty gray in, clean gray out).
+
+    The real-scan mix (doc-denoise-v3) is on when ``page_kinds`` is set: the page pool mixes the kinds of
+    :func:`pages.render_scan_page` (heavy, typed, large headings, colour luma), ``binary_fraction`` of the pages
+    already binary; each crop is then given as it is (``clean_fraction``: input == target, the network must
+    return it untouched), with faint dirt only (``light_fraction``: :func:`degrade.light_dirt`), or fully
+    corrupted with the extra dirt of ``dirt`` (:class:`degrade.DirtOptions` fields). With the defaults the
+    batches are exactly those of the older configs.
+    """
 
     seed: int = 0
     crop: int = 160
     batch_size: int = 12
     pages: int = 48
     fonts: list[FontFamily] = field(default_factory=training_fonts)
+    page_kinds: dict[str, float] | None = None
+    binary_fraction: float = 0.0
+    clean_fraction: float = 0.0
+    light_fraction: float = 0.0
+    dirt: dict[str, float] | None = None
     in_channels: int = 1
     out_channels: int = 1
 
     def __post_init__(self) -> None:
-        self._pages = render_pages(self.seed, self.pages, self.fonts)
+        if self.page_kinds is None:
+            self._pages: list[np.ndarray] = render_pages(self.seed, self.pages, self.fonts)
+            self._binary = [False] * self.pages
+        else:
+            self._pages, self._binary = render_scan_pages(self.seed, self.pages, self.fonts, self.page_kinds,
+                                                          self.binary_fraction)
+        self._dirt = DirtOptions(**self.dirt) if self.dirt is not None else None
 
     def _crop(self, rng: np.random.Generator, page: np.ndarray) -> np.ndarray:
         h, w = page.shape
+        mid = 128 if page.dtype == np.uint8 else 0.5
         for _ in range(4):  # prefer crops with some ink: blank paper teaches little
             y, x = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
             c = page[y:y + self.crop, x:x + self.crop]
-            if (c < 0.5).mean() > 0.01:
+            if (c < mid).mean() > 0.01:
                 break
-        return c
+        return c.astype(np.float32) / 255.0 if c.dtype == np.uint8 else c
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
         rng = _rng(self.seed, step)
@@ -118,7 +158,16 @@ class DocDenoiseTask:
             i, j = rng.integers(len(self._pages), size=2)
             clean = self._crop(rng, self._pages[i])
             other = self._crop(rng, self._pages[j])
-            xs.append(corrupt_page(rng, clean, other))
+            if self.page_kinds is None and self._dirt is None and not (self.clean_fraction or self.light_fraction):
+                xs.append(corrupt_page(rng, clean, other))  # the original mix, draw for draw
+            else:
+                r = rng.random()
+                if r < self.clean_fraction:
+                    xs.append(clean.copy())
+                elif r < self.clean_fraction + self.light_fraction:
+                    xs.append(light_dirt(rng, clean))
+                else:
+                    xs.append(corrupt_page(rng, clean, other, self._dirt))
             ys.append(clean)
         return _to_tensor(xs), _to_tensor(ys)
 
@@ -141,6 +190,9 @@ class PhotoDenoiseTask:
     batch_size: int = 16
     sigma_max: float = 55.0
     texture_weighting: bool = False
+    # Noise-aware models: targets carry the true noise std map as a 4th channel, and the noise mix of
+    # noise.random_noise_with_level (clean inputs, more low σ, gray patches) is used.
+    with_level: bool = False
     in_channels: int = 3
     out_channels: int = 3
 
@@ -152,8 +204,13 @@ class PhotoDenoiseTask:
         xs, ys = [], []
         for _ in range(self.batch_size):
             clean = photo_crop(rng, self.photos, self._sampler, self.crop)
-            xs.append(random_noise(rng, clean, self.sigma_max))
-            ys.append(clean)
+            if self.with_level:
+                clean, noisy, level = random_noise_with_level(rng, clean, self.sigma_max)
+                xs.append(noisy)
+                ys.append(np.concatenate([clean, level[..., None]], -1))
+            else:
+                xs.append(random_noise(rng, clean, self.sigma_max))
+                ys.append(clean)
         return _to_tensor(xs), _to_tensor(ys)
 
 
@@ -169,6 +226,9 @@ class WatermarkTask:
     pages: int = 16
     # Append the true opacity as a 4th target channel (for the unblend head's auxiliary loss).
     with_alpha: bool = False
+    # Fraction of patches left unmarked (input == target): most images a remover sees in a backfill carry no
+    # mark, and a model that only ever saw marked patches finds marks everywhere (clean photos came back at 30 dB).
+    clean_fraction: float = 0.0
     fonts: list[FontFamily] = field(default_factory=training_fonts)
     in_channels: int = 3
     out_channels: int = 3
@@ -188,7 +248,10 @@ class WatermarkTask:
                 clean = page[y:y + self.crop, x:x + self.crop, None] * tint
             else:
                 clean = photo_crop(rng, self.photos, None, self.crop, 3.0)
-            marked, alpha = add_watermark(rng, clean, self.fonts)
+            if self.clean_fraction and rng.random() < self.clean_fraction:
+                marked, alpha = clean, np.zeros(clean.shape[:2], np.float32)
+            else:
+                marked, alpha = add_watermark(rng, clean, self.fonts)
             xs.append(marked)
             ys.append(np.concatenate([clean, alpha[..., None]], -1) if self.with_alpha else clean)
         return _to_tensor(xs), _to_tensor(ys)
@@ -203,17 +266,39 @@ class ColorizeTask:
     crop: int = 128
     batch_size: int = 16
     texture_weighting: bool = False
+    # rebalance = λ > 0 (class-head colorizers; train.ab_class_loss): a 4th target channel carries each pixel's
+    # class-rebalancing weight (nets/ab_bins.rebalance_weights; the prior p̃ is measured on these photos).
+    rebalance: float = 0.0
+    bin_size: float = 10.0
     in_channels: int = 1
     out_channels: int = 3
 
     def __post_init__(self) -> None:
         self._sampler = TexturedPhotoSampler(self.photos) if self.texture_weighting else None
+        self._class_weights: Tensor | None = None
+        if self.rebalance > 0:
+            self._centres = ab_bin_centres(self.bin_size)
+            prior = photo_class_prior(self.photos, self._centres, self.bin_size)
+            self._class_weights = rebalance_weights(prior, self._centres, self.rebalance)
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
         rng = _rng(self.seed, step)
         y = _to_tensor([photo_crop(rng, self.photos, self._sampler, self.crop, 3.0) for _ in range(self.batch_size)])
         x = (y * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        if self._class_weights is not None:
+            idx = nearest_bin(rgb_to_lab(y)[:, 1:], self._centres, self.bin_size)
+            y = torch.cat([y, self._class_weights[idx].unsqueeze(1)], 1)
         return x, y
+
+
+def photo_class_prior(photos: list[np.ndarray], centres: Tensor, size: float, stride: int = 4) -> Tensor:
+    """(Q,) frequency of each ab bin over the pixels of ``photos`` (uint8 RGB; every ``stride``-th row/column)."""
+    counts = torch.zeros(centres.shape[0], dtype=torch.float64)
+    for photo in photos:
+        rgb = torch.from_numpy(np.ascontiguousarray(photo[::stride, ::stride], dtype=np.float32) / 255.0)
+        rgb = rgb.permute(2, 0, 1)[None]
+        counts += class_prior(rgb, centres, size) * (rgb.shape[2] * rgb.shape[3])
+    return counts / counts.sum()
 
 
 def photo_cache_dir() -> Path:

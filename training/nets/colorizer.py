@@ -3,23 +3,40 @@
 * ``space="lab"``: the U-Net sees L/100 and predicts (a, b)/AB_SCALE; the graph converts Lab -> sRGB.
   Keeping the input's lightness fixed means the network only has to learn chroma.
 * ``space="rgb"``: the U-Net predicts a correction to the replicated gray directly in sRGB.
+* ``class_head`` (Lab only): the U-Net's tail feeds a classifier over quantised ab (``ab_bins``, Zhang et al.
+  2016) at a quarter of the input resolution; the graph decodes it with the annealed mean and upsamples ab.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .ab_bins import ab_bin_centres, annealed_mean
 from .color import gray_to_L, lab_to_rgb, luma601
 from .unet import UNet, UNetConfig
 
 AB_SCALE = 100.0  # |a|, |b| of sRGB colours stay below ~110
 
 
+@dataclass(frozen=True)
+class ClassHead:
+    """The classification head (config ``net.class_head``)."""
+
+    bin_size: float = 10.0  # ab cell size: 261 in-gamut classes at 10
+    features: int = 64  # channels of the U-Net's tail (at half resolution), the classifier's input
+    pool: int = 2  # average-pooled by this before the classifier: logits at 1 / (2 · pool) of the input size
+    temperature: float = 0.38  # annealed mean: softmax(logits / T) · centres (Zhang et al.'s T)
+
+
 class Colorizer(nn.Module):
     def __init__(self, config: UNetConfig, space: str = "lab", chroma_gain: float = 1.0,
-                 luma_lock: bool = False, chroma_filter: int = 0) -> None:
+                 luma_lock: bool = False, chroma_filter: int = 0, class_head: dict | None = None) -> None:
         super().__init__()
+        self.class_head = ClassHead(**class_head) if class_head else None
         # chroma_filter = r > 0: the predicted ab go through a guided filter (radius r, the gray input as the
         # guide) before Lab->sRGB: removes the half-resolution head's blotchy/checkered chroma and snaps
         # colour edges to luma edges (SSIM on RGB punishes chroma structure the photo does not have).
@@ -38,16 +55,48 @@ class Colorizer(nn.Module):
         else:
             config.in_channels, config.out_channels = 1, 3
             config.residual, config.out_activation = True, "clamp"
+        head = self.class_head
+        if head is not None:
+            if space != "lab" or not config.unshuffle or head.features % 4:
+                raise ValueError("class_head needs space='lab', unshuffle=True and features divisible by 4")
+            config.out_channels = head.features // 4  # the tail makes 4 × this at half resolution
         self.net = UNet(config)
         self.config = config
+        if head is not None:
+            # No pixel-shuffle after the tail: its features stay at half resolution, where the head runs
+            # (a 261-way classifier at full resolution would cost ~4x the whole U-Net).
+            self.net.shuffle = nn.Identity()
+            centres = ab_bin_centres(head.bin_size)
+            self.classifier = nn.Conv2d(head.features, centres.shape[0], 1)
+            # (2, Q, 1, 1): the annealed mean's 1x1 convolution; a buffer, so it travels into the ONNX graph.
+            self.register_buffer("ab_centres", centres.T.reshape(2, -1, 1, 1).contiguous())
 
     @property
     def multiple_of(self) -> int:
         return self.net.multiple_of
 
+    def centres(self) -> Tensor:
+        """(Q, 2) ab bin centres of the class head."""
+        return self.ab_centres.view(2, -1).T
+
+    def predict_logits(self, gray: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits (N, Q, H / (2·pool), W / (2·pool)), code) of the class head."""
+        assert self.class_head is not None
+        feat, code = self.net.forward_with_code(gray_to_L(gray) / 100.0)
+        feat = F.leaky_relu(feat, 0.1)
+        if self.class_head.pool > 1:
+            feat = F.avg_pool2d(feat, self.class_head.pool)
+        return self.classifier(feat), code
+
     def predict_ab(self, gray: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(L, ab, code) for a Lab colorizer; ab on the Lab scale."""
+        """(L, ab, code) for a Lab colorizer; ab on the Lab scale, at the input's resolution."""
         L = gray_to_L(gray)
+        if self.class_head is not None:
+            logits, code = self.predict_logits(gray)
+            ab = annealed_mean(logits, self.ab_centres, self.class_head.temperature)
+            # Bilinear upsampling; the guided filter (chroma_filter) then aligns colour edges with luma edges.
+            ab = F.interpolate(ab, scale_factor=2 * self.class_head.pool, mode="bilinear", align_corners=False)
+            return L, ab, code
         ab, code = self.net.forward_with_code(L / 100.0)
         return L, ab * AB_SCALE, code
 

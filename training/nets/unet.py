@@ -40,6 +40,9 @@ class UNetConfig:
     # "unblend" only: opacities below this are set to exactly 0 (a' = relu(a - t) · MAX / (MAX - t)), so
     # pixels the net is not confident about pass through untouched instead of being slightly "unblended".
     opacity_threshold: float = 0.0
+    # Extra conditioning channels given at half resolution (after the unshuffle), concatenated before the head:
+    # the noise-level map of the noise-aware photo denoiser (FFDNet's input layout).
+    cond_channels: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,7 +80,8 @@ class UNet(nn.Module):
         scale_in = 4 if config.unshuffle else 1
         self.unshuffle = nn.PixelUnshuffle(2) if config.unshuffle else nn.Identity()
         self.shuffle = nn.PixelShuffle(2) if config.unshuffle else nn.Identity()
-        self.head = nn.Sequential(nn.Conv2d(config.in_channels * scale_in, w[0], 3, padding=1), _act())
+        head_in = config.in_channels * scale_in + config.cond_channels
+        self.head = nn.Sequential(nn.Conv2d(head_in, w[0], 3, padding=1), _act())
         n = config.convs_per_block
         self.encoders = nn.ModuleList([ResBlock(c, n) for c in w[:-1]])
         # Strided 2x2 convs downsample (learned, and cheaper than a 3x3 conv + pool).
@@ -96,8 +100,13 @@ class UNet(nn.Module):
         """Height and width must be multiples of this (one halving per level, plus the unshuffle)."""
         return (2 ** (len(self.config.widths) - 1)) * (2 if self.config.unshuffle else 1)
 
-    def forward_with_code(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.head(self.unshuffle(x))
+    def forward_with_code(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        h = self.unshuffle(x)
+        if self.config.cond_channels:
+            if cond is None:
+                raise ValueError(f"this U-Net needs {self.config.cond_channels} conditioning channel(s)")
+            h = torch.cat([h, cond], 1)
+        h = self.head(h)
         skips: list[Tensor] = []
         for enc, down in zip(self.encoders, self.downs):
             h = enc(h)
@@ -126,8 +135,8 @@ class UNet(nn.Module):
             y = torch.sigmoid(y)
         return y, code
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_code(x)[0]
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        return self.forward_with_code(x, cond)[0]
 
     def _opacity_colour(self, t: Tensor) -> tuple[Tensor, Tensor]:
         alpha = torch.sigmoid(t[:, :1]) * MAX_OPACITY

@@ -1,0 +1,172 @@
+"""Documents, do no harm: real-scan page generators, the clean-in evaluation metrics, the ink-weighted loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from training.config import CONFIG_DIR, LEG_CONFIGS, TrainConfig
+from training.data.degrade import DirtOptions, corrupt_page, light_dirt, specks
+from training.data.fonts import eval_typewriter_fonts, training_fonts
+from training.data.pages import binarize, ink_bleed, render_heavy_page, render_page, render_scan_page, \
+    render_typewriter_page, SCAN_KINDS
+from training.data.tasks import DocDenoiseTask, _rng
+from training.evalsets import CLEAN_IN_QUICK, clean_in_pages
+from training.models import build_net
+from training.quality.doc import MAX_INK_SHIFT, evaluate_clean_in, ink_lightened_pct, ink_mean_shift, \
+    text_change_pct
+from training.train import compute_loss, ink_charbonnier
+
+REPO = Path(__file__).resolve().parents[2]
+KINDS = {"plain": 1.0, "heavy": 1.0, "typewriter": 1.0, "headings": 1.0, "colour": 1.0}
+
+
+def _stroke_depth(page: np.ndarray) -> float:
+    """Share of ink pixels at least 2 px inside a stroke (0 for hairlines, high for heavy strokes)."""
+    ink = (page < 0.5).astype(np.uint8)
+    return float((cv2.distanceTransform(ink, cv2.DIST_L2, 3)[ink > 0] >= 2.0).mean())
+
+
+def test_every_scan_kind_renders_a_page_with_ink():
+    for kind in SCAN_KINDS:
+        text: list[str] = []
+        page = render_scan_page(np.random.default_rng(1), training_fonts(), kind, 400, 500, text)
+        assert page.shape == (500, 400) and page.dtype == np.float32 and 0 <= page.min() and page.max() <= 1
+        assert 0.005 < (page < 0.5).mean() < 0.6 and text, kind
+
+
+def test_binary_pages_are_binary():
+    page = render_page(np.random.default_rng(0), training_fonts(), 300, 300)
+    assert len(np.unique(page)) > 2 and set(np.unique(binarize(page)).tolist()) == {0.0, 1.0}
+    task = DocDenoiseTask(seed=0, crop=64, batch_size=6, pages=3, page_kinds=KINDS, binary_fraction=1.0)
+    for step in range(3):
+        _, y = task.batch(step)
+        assert set(torch.unique(y).tolist()) <= {0.0, 1.0}
+
+
+def test_clean_pairs_are_identical_and_light_dirt_is_not():
+    clean = DocDenoiseTask(seed=0, crop=64, batch_size=6, pages=2, page_kinds=KINDS, clean_fraction=1.0)
+    x, y = clean.batch(0)
+    assert torch.equal(x, y)
+    light = DocDenoiseTask(seed=0, crop=64, batch_size=6, pages=2, page_kinds={"plain": 1.0}, light_fraction=1.0)
+    x, y = light.batch(0)
+    diff = (x - y).abs().flatten(1)
+    assert (diff.max(1).values > 0).all()  # every gray crop got some dirt …
+    assert diff.mean(1).max() < 0.05  # … and only a little
+
+
+def test_light_dirt_keeps_a_binary_page_binary():
+    page = binarize(render_page(np.random.default_rng(2), training_fonts(), 200, 200))
+    outs = [light_dirt(np.random.default_rng(s), page) for s in range(10)]
+    binary = [o for o in outs if set(np.unique(o).tolist()) <= {0.0, 1.0}]
+    assert len(binary) >= 4 and any(not np.array_equal(o, page) for o in binary)
+
+
+def test_specks_darken_a_few_pixels():
+    img = np.ones((200, 200), np.float32)
+    out = specks(np.random.default_rng(0), img, density=8.0)
+    dark = out < 0.97
+    assert 0.0005 < dark.mean() < 0.05 and out.min() < 0.6
+
+
+def test_heavy_strokes_are_heavy():
+    fonts = training_fonts()
+    plain = render_page(np.random.default_rng(5), fonts, 600, 600)
+    heavy = render_heavy_page(np.random.default_rng(5), fonts, 600, 600, bleed=1)
+    assert _stroke_depth(heavy) > 2 * _stroke_depth(plain) and (heavy < 0.5).mean() > 1.5 * (plain < 0.5).mean()
+    typed = [render_typewriter_page(np.random.default_rng(5), fonts, 600, 600, bleed=b, bold=True, size=24)
+             for b in (0, 2)]
+    assert _stroke_depth(typed[1]) > _stroke_depth(typed[0]) + 0.1
+    assert np.array_equal(ink_bleed(plain, 0), plain) and (ink_bleed(plain, 1) <= plain).all()
+
+
+def test_default_doc_task_keeps_the_original_batches():
+    """Without the real-scan fields a batch is the original recipe, draw for draw (older configs resume exactly)."""
+    task = DocDenoiseTask(seed=4, crop=48, batch_size=3, pages=2)
+    for step in (0, 9):
+        rng = _rng(4, step)
+        xs, ys = [], []
+        for _ in range(3):
+            i, j = rng.integers(2, size=2)
+            clean = task._crop(rng, task._pages[i])
+            xs.append(corrupt_page(rng, clean, task._crop(rng, task._pages[j])))
+            ys.append(clean)
+        x, y = task.batch(step)
+        assert np.array_equal(x[:, 0].numpy(), np.stack(xs)) and np.array_equal(y[:, 0].numpy(), np.stack(ys))
+
+
+def test_dirt_options_add_dirt_only_when_asked():
+    page = render_page(np.random.default_rng(0), training_fonts(), 160, 160)
+    a = corrupt_page(np.random.default_rng(1), page, page)
+    b = corrupt_page(np.random.default_rng(1), page, page, None)
+    c = corrupt_page(np.random.default_rng(1), page, page, DirtOptions(specks=1.0, faint_rings=1.0))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_clean_in_metrics_on_hand_made_arrays():
+    inp = np.ones((20, 20), np.float32)
+    inp[:10] = 0.0  # 200 ink pixels
+    out = inp.copy()
+    out[0, :3] = 200 / 255  # 3 ink pixels turn light
+    out[1, :10] = 20 / 255  # 10 turn grey but stay ink
+    assert ink_lightened_pct(inp, out) == pytest.approx(1.5)
+    assert ink_mean_shift(inp, out) == pytest.approx((3 * 200 + 10 * 20) / 200)
+    assert ink_lightened_pct(inp, inp) == 0.0 and ink_mean_shift(inp, inp) == 0.0
+    edge = inp.copy()
+    edge[:10] = 127 / 255  # 127 is ink, 128 is not
+    assert ink_lightened_pct(edge, edge + 1 / 255) == 100.0
+    assert ink_lightened_pct(np.ones((4, 4), np.float32), np.zeros((4, 4), np.float32)) == 0.0  # no ink at all
+    assert text_change_pct("the cat sat", "the cat sat") == 0.0
+    assert text_change_pct("the cat sat", "the cot sat") == pytest.approx(100 / 11)
+
+
+def test_clean_in_bars_pass_identity_and_fail_a_model_that_greys_the_ink():
+    identity = evaluate_clean_in(lambda x: x, quick=True, ocr=False)
+    assert set(identity["rows"]) == set(CLEAN_IN_QUICK)
+    assert all(b["met"] for b in identity["bars"]) and identity["capped_psnr"] == pytest.approx(40.0)
+    greyed = evaluate_clean_in(lambda x: np.maximum(x, 0.6).astype(np.float32), quick=True, ocr=False)
+    assert not any(b["met"] for b in greyed["bars"])
+    shifted = evaluate_clean_in(lambda x: np.clip(x + (MAX_INK_SHIFT + 2) / 255, 0, 1), quick=True, ocr=False)
+    (shift_bar,) = [b for b in shifted["bars"] if "ink mean" in b["bar"]]
+    assert not shift_bar["met"] and shift_bar["ours"] > MAX_INK_SHIFT
+
+
+def test_clean_in_pages_are_fixed_clean_and_typed_in_an_eval_font():
+    a, b = clean_in_pages(quick=True), clean_in_pages(quick=True)
+    assert [p.name for p in a] == list(CLEAN_IN_QUICK)
+    assert all(np.array_equal(p.image, q.image) for p, q in zip(a, b))
+    full = {p.name: p for p in clean_in_pages()}
+    assert set(np.unique(full["typewriter, heavy, binary"].image).tolist()) == {0.0, 1.0}
+    assert _stroke_depth(full["typewriter, heavy, binary"].image) > 0.3
+    assert {f.name for f in eval_typewriter_fonts()}.isdisjoint({f.name for f in training_fonts()})
+
+
+def test_ink_loss_charges_lightening_ink_more():
+    y = torch.ones(1, 1, 8, 8)
+    y[..., :4, :] = 0.0
+    lighter, darker = y.clone(), y.clone()
+    lighter[..., :4, :] += 0.2
+    darker[..., 4:, :] -= 0.2  # the same error on paper
+    assert ink_charbonnier(lighter, y) > 1.5 * ink_charbonnier(darker, y)
+    plain = torch.sqrt((lighter - y) ** 2 + 1e-6).mean()
+    assert ink_charbonnier(lighter, y, ink_weight=0.0) == pytest.approx(plain.item())
+    assert torch.isfinite(ink_charbonnier(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4)))  # no ink: no 0/0
+
+
+def test_v3_is_the_shipped_doc_config_and_warm_starts_from_the_shipped_onnx():
+    from training.legs import load_promoted, onnx_weights
+
+    assert LEG_CONFIGS["doc-denoise"] == "doc-denoise-v3"
+    cfg = TrainConfig.load(CONFIG_DIR / "doc-denoise-v3.json")
+    long = TrainConfig.load(CONFIG_DIR / "doc-denoise-long.json")
+    assert cfg.net == long.net and cfg.optim.loss == "ink_charbonnier"
+    model = build_net(cfg)
+    report = load_promoted(model, onnx_weights(REPO / "services" / "models" / "doc-denoise.onnx"))
+    assert not report["new"] and not report["adapted"]
+    x, y = DocDenoiseTask(seed=0, crop=48, batch_size=2, pages=2,
+                          **{k: v for k, v in cfg.data.items() if k not in ("crop", "batch_size", "pages")}).batch(0)
+    assert torch.isfinite(compute_loss(model, x, y, cfg.optim.loss, cfg.optim.clean_weight, cfg.optim.alpha_weight))

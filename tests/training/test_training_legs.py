@@ -1,0 +1,160 @@
+"""Training legs: the noise-aware denoiser, warm starts from shipped ONNX weights, time-boxed resumable legs, the gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.onnx_export import export_onnx
+from training.config import CONFIG_DIR, TrainConfig
+from training.data.noise import random_noise_with_level
+from training.evalsets import condition_sigma, photo_condition
+from training.legs import LegSettings, leg_lr, load_promoted, onnx_weights, run_leg
+from training.models import build_net
+from training.nets.noise_aware import NoiseAwareDenoiser
+from training.promote import decide, promote_leg, read_legs
+from training.train import load_trained
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "services" / "models"
+
+
+def _photos() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (160, 200, 3), dtype=np.uint8) for _ in range(3)]
+
+
+def test_noise_levels_are_the_noise_actually_added():
+    img = np.full((64, 64, 3), 0.5, np.float32)
+    seen = set()
+    for seed in range(60):
+        clean, noisy, level = random_noise_with_level(np.random.default_rng(seed), img)
+        assert level.shape == (64, 64) and clean.shape == noisy.shape == (64, 64, 3)
+        if not level.any():
+            seen.add("clean")
+            assert np.array_equal(clean, noisy)
+            continue
+        measured = float((noisy - clean).std())
+        # JPEG removes part of the noise it is given; every other kind adds exactly the stated level.
+        assert measured == pytest.approx(float(level.mean()), rel=0.5, abs=2 / 255) or measured < level.mean()
+        if np.allclose(clean[..., 0], clean[..., 1]) and np.allclose(noisy[..., 0], noisy[..., 2]):
+            seen.add("gray")
+    assert seen == {"clean", "gray"}
+
+
+def test_photo_eval_conditions_are_fixed_and_distinct():
+    a, b = photo_condition("gray σ=25"), photo_condition("gray σ=25")
+    name = next(iter(a))
+    assert np.array_equal(a[name][1], b[name][1])
+    clean, noisy = a[name]
+    assert np.array_equal(noisy[..., 0], noisy[..., 1])  # one gray noise field
+    assert condition_sigma("JPEG σ=15 q=75") == 15 and condition_sigma("σ=0") == 0
+    clean0, noisy0 = photo_condition("σ=0")[name]
+    assert np.array_equal(clean0, noisy0)
+
+
+def _blind_onnx(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
+    blind = build_net(TrainConfig.load(CONFIG_DIR / "photo-denoise.json")).eval()
+    path = tmp_path / "photo-denoise.onnx"
+    export_onnx(blind, 3, path, blind.multiple_of)
+    return blind, path
+
+
+def test_warm_start_from_a_blind_onnx_reproduces_it(tmp_path: Path):
+    """The noise-map input starts with zero weights: before training, the noise-aware net is the blind one."""
+    blind, path = _blind_onnx(tmp_path)
+    aware = build_net(TrainConfig.load(CONFIG_DIR / "photo-denoise-aware.json")).eval()
+    assert isinstance(aware, NoiseAwareDenoiser)
+    report = load_promoted(aware, onnx_weights(path))
+    assert report["adapted"] == ["net.head.0.weight"]
+    assert report["new"] and all(k.startswith("estimator.") for k in report["new"])
+    x = torch.rand(1, 3, 64, 48)
+    with torch.no_grad():
+        assert torch.allclose(aware(x), blind(x), atol=1e-6)
+    doc = build_net(TrainConfig.load(CONFIG_DIR / "doc-denoise.json"))
+    with pytest.raises(ValueError, match="none of the promoted weights"):
+        load_promoted(doc, onnx_weights(path))
+
+
+def test_leg_schedule_is_a_warm_restart_over_the_time_budget():
+    assert leg_lr(0.0, 60.0, 0, 1e-3, 1e-6, 10) == pytest.approx(1e-4)
+    assert leg_lr(0.0, 60.0, 10, 1e-3, 1e-6, 10) == pytest.approx(1e-3)
+    assert leg_lr(30.0, 60.0, 500, 1e-3, 1e-6, 10) == pytest.approx(0.5 * (1e-3 + 1e-6))
+    assert leg_lr(90.0, 60.0, 900, 1e-3, 1e-6, 10) == pytest.approx(1e-6)
+
+
+def _smoke_config(tmp_path: Path) -> Path:
+    raw = json.loads((CONFIG_DIR / "photo-denoise-aware.json").read_text())
+    raw["data"] = {**raw["data"], "crop": 32, "batch_size": 2}
+    path = tmp_path / "photo-denoise-aware.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def _models_dir(tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    models.mkdir()
+    for f in ("photo-denoise.onnx", "photo-denoise-int8.onnx", "manifest.json"):
+        shutil.copy(SHIPPED / f, models / f)
+    return models
+
+
+def test_leg_trains_for_its_budget_and_a_rerun_does_not_extend_it(tmp_path: Path):
+    config, models = _smoke_config(tmp_path), _models_dir(tmp_path)
+    settings = LegSettings(minutes=0.05, threads=1, workers=0, checkpoint_minutes=0.01)
+    final = run_leg("photo-denoise", settings, run_dir=tmp_path / "leg", config=config, photos=_photos(),
+                    progress=False, models_dir=models)
+    model, blob = load_trained(final)
+    leg = blob["leg"]
+    assert leg["steps"] > 0 and leg["pixels"] == leg["steps"] * 2 * 32 * 32 and leg["init"]["adapted"] == 1
+    assert 0.04 <= leg["minutes"] <= 0.5
+    # The same command again finds the finished leg: no further steps, same weights.
+    again = run_leg("photo-denoise", settings, run_dir=tmp_path / "leg", config=config, photos=_photos(),
+                    progress=False, models_dir=models)
+    _, blob2 = load_trained(again)
+    assert blob2["steps"] == leg["steps"]
+    assert all(torch.equal(blob["state_dict"][k], blob2["state_dict"][k]) for k in blob["state_dict"])
+
+
+def test_stop_file_ends_a_leg_early(tmp_path: Path):
+    config, models = _smoke_config(tmp_path), _models_dir(tmp_path)
+    (tmp_path / "leg").mkdir()
+    (tmp_path / "leg" / "STOP").touch()
+    final = run_leg("photo-denoise", LegSettings(minutes=10, threads=1, workers=0), run_dir=tmp_path / "leg",
+                    config=config, photos=_photos(), progress=False, models_dir=models)
+    assert load_trained(final)[1]["steps"] == 0
+
+
+def _result(score: float, met: dict[str, bool]) -> dict:
+    return {"score": score, "bars": [{"bar": k, "met": v} for k, v in met.items()]}
+
+
+def test_gate_needs_a_better_score_and_no_bar_lost():
+    old = _result(30.0, {"a": True, "b": False})
+    assert decide(old, _result(30.5, {"a": True, "b": False})).promote
+    assert decide(old, _result(30.5, {"a": True, "b": True})).reason.endswith("newly met: b")
+    lost = decide(old, _result(31.0, {"a": False, "b": True}))
+    assert not lost.promote and "a" in lost.reason
+    assert not decide(old, _result(30.0, {"a": True, "b": False})).promote
+
+
+@pytest.mark.slow
+def test_promote_smoke(tmp_path: Path):
+    """A seconds-long leg through the whole gate: export, quick evaluation of both, decision, legs log."""
+    config, models = _smoke_config(tmp_path), _models_dir(tmp_path)
+    before = (models / "photo-denoise.onnx").read_bytes()
+    final = run_leg("photo-denoise", LegSettings(minutes=0.05, threads=1, workers=0), run_dir=tmp_path / "leg",
+                    config=config, photos=_photos(), progress=False, models_dir=models)
+    log = tmp_path / "legs.jsonl"
+    decision = promote_leg("photo-denoise", final, models_dir=models, quality_json=tmp_path / "quality.json",
+                           log=log, quick=True)
+    (record,) = read_legs(log)
+    assert record["promoted"] == decision.promote and record["quick"] and record["steps"] > 0
+    assert record["candidate"]["score"] != record["shipped_before"]["score"]
+    assert (tmp_path / "leg" / "candidate" / "photo-denoise.onnx").is_file()
+    assert ((models / "photo-denoise.onnx").read_bytes() != before) == decision.promote
