@@ -1,7 +1,8 @@
 """``python -m training.evaluate [NAME ...] [--models-dir services/models] [--quick]``
 
 Evaluates the exported ONNX models (the files the service ships, read through ``manifest.json``) on the
-held-out sets against classical baselines and writes ``training/results/quality.md`` and ``quality.json``.
+held-out sets against classical baselines and writes ``training/results/quality.md`` and ``quality.json``, and
+per model a before/after strip of eval examples (``<model>-strip.png|jpg``, :mod:`training.strips`).
 Seconds per megapixel are wall times on this machine (onnxruntime, 2 threads; baselines single call).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 from .onnx_runner import OnnxImageModel
 from .quality import colorize, doc, photo, watermark
 from .quality.common import RESULTS, fmt
+from .strips import write_strip
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ROOT / "services" / "models"
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         res = evaluate_file(name, path, spec["tiling"]["multiple_of"], args.quick, args.threads)
         results["models"][name] = res
         print(f"{name}: {res['summary']} ({time.perf_counter() - t:.0f} s)", flush=True)
+        if args.precision == "fp32" and not args.quick:
+            write_strip(name, OnnxImageModel(path, spec["tiling"]["multiple_of"], args.threads), args.out)
     write_results(results, args.out, stem)
     return 0
 

@@ -26,8 +26,10 @@ from typing import Any
 import torch
 
 from .evaluate import MODULES, evaluate_file, write_results
-from .quality.common import RESULTS
 from .legs import LEGS_LOG, MODELS_DIR
+from .onnx_runner import OnnxImageModel
+from .quality.common import RESULTS
+from .strips import write_strip
 from .train import load_trained
 
 QUALITY_JSON = RESULTS / "quality.json"
@@ -83,6 +85,7 @@ def _ship(name: str, model_pt: Path, candidate_dir: Path, models_dir: Path, qual
 
     entry = _manifest_entry(candidate_dir, name)
     shutil.copyfile(candidate_dir / entry["file"], models_dir / entry["file"])
+    write_strip(name, OnnxImageModel(models_dir / entry["file"], entry["tiling"]["multiple_of"]), quality_json.parent)
     manifest_path = models_dir / "manifest.json"
     write_manifest(manifest_path, upsert(read_manifest(manifest_path), entry))  # drops the stale int8 variant
     run_dir = model_pt.parent
