@@ -78,10 +78,14 @@ class BatchSubmitter:
                              output_url=output_for(batch, input_url, root), options=batch.options,
                              batch_id=batch.id)
         validate_urls(request.input_url, request.output_url)
+        if request.output_url == input_url:  # every way into a batch (API, backfill, prefix listing) stops here
+            raise InvalidJobError(f"{input_url}: its output would be the input itself; restoring in place would "
+                                  "destroy it (choose another output prefix)")
         job = Job.from_request(request, id=job_id, owner=batch.owner)
         # A retry after a half-done add must not reset a job that already ran; a second message is harmless.
-        self.jobs.create(job, overwrite=False)
-        self.submitter.enqueue(job)
+        # Uncapped: an explicit batch checked the caps once for all its inputs, a prefix batch is paced by
+        # IMGRESTORE_BATCH_MAX_IN_FLIGHT.
+        self.submitter.create_queued(job, overwrite=False, capped=False)
         with self.batches.redis.pipeline() as pipe:  # counted after it is queued: a crash re-queues, never loses
             pipe.sadd(self.members_key(batch.id), job_id)
             pipe.hincrby(self.batches.key(batch.id), "total", 1)
@@ -101,6 +105,7 @@ class BatchSubmitter:
                                   "(use a prefix or a backfill for more)")
         for url in inputs:
             validate_urls(url, None)
+        self.submitter.check_capacity(batch.task, len(inputs))
         self.batches.create(batch)
         for url in inputs:
             self.add(batch, url)

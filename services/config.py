@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     api_thumbnail_max_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Larger images get no thumbnail (the API reads them whole)."
     )
+    max_queued_jobs: int = Field(
+        1_000_000, ge=0, description="Submissions are refused (429) while this many jobs wait in all queues "
+        "together; 0: no cap. Size it below what Redis can hold (about 4 KB a queued job)."
+    )
+    max_queued_jobs_per_queue: int = Field(
+        0, ge=0, description="The same cap for each queue on its own; 0: no cap."
+    )
     batch_max_in_flight: int = Field(
         10_000, gt=0, description="Prefix batches queue more jobs only while fewer than this are unfinished."
     )

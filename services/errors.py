@@ -108,3 +108,16 @@ class DeliveryLimitError(PermanentError):
     """The job's worker was lost too many times (e.g. it exhausts memory on every try)."""
 
     code = "delivery_limit"
+
+
+# --- submission ---------------------------------------------------------------------------------------------------
+class QueueFullError(TransientError):
+    """A cap on queued jobs (IMGRESTORE_MAX_QUEUED_JOBS, IMGRESTORE_MAX_QUEUED_JOBS_PER_QUEUE) is reached."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str, scope: str, waiting: int, cap: int) -> None:
+        super().__init__(message)
+        self.scope = scope  # "global" or the queue's name
+        self.waiting = waiting
+        self.cap = cap

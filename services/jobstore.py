@@ -10,6 +10,8 @@ Keys (all under ``settings.key_prefix``):
   started, re-queued): where the orphan sweep looks for jobs nobody holds and no message carries
 - ``sweep:turn`` which process runs the next orphan sweep (one per interval across all workers)
 - ``stats:recovery`` hash: deliveries interrupted by a Redis outage, orphans re-queued
+- ``jobs:state:succeeded`` / ``jobs:state:failed`` sorted sets of finished job ids by finish time, trimmed to the
+  record TTL: listing by state finds any finished job still kept
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import redis
 
-from .errors import JobNotFoundError
+from .errors import JobNotFoundError, QueueFullError
 from .jobs import Job, JobError, JobState, OutputInfo, StageTimings, utcnow
 
 _JSON_FIELDS = ("options", "error", "timings", "result")
@@ -98,6 +100,44 @@ end
 return removed
 """
 
+# A new job's record and its queue message, as one unit: both are written or neither (a record with no message would
+# stay ``queued`` and never run, and the client that got an error would retry it as another job). Caps on waiting messages are
+# checked first: ARGV[4] for KEYS[4] (the job's queue), ARGV[5] for the sum over KEYS[5..] (every task queue); 0 is
+# no cap. HSET is the first write: when Redis refuses writes (OOM under noeviction, read-only replica,
+# min-replicas) it fails before anything is written, and a script that has written is never cut short by OOM.
+# ARGV[6] = '0' keeps an existing record (a batch input queued before): then only the message is pushed.
+_CREATE_QUEUED_SCRIPT = """
+local cap = tonumber(ARGV[4])
+if cap > 0 then
+  local waiting = redis.call('LLEN', KEYS[4])
+  if waiting >= cap then return {'full', KEYS[4], waiting, cap} end
+end
+local total_cap = tonumber(ARGV[5])
+if total_cap > 0 then
+  local waiting = 0
+  for i = 5, #KEYS do waiting = waiting + redis.call('LLEN', KEYS[i]) end
+  if waiting >= total_cap then return {'full', 'global', waiting, total_cap} end
+end
+local created = 1
+if ARGV[6] == '0' and redis.call('EXISTS', KEYS[1]) == 1 then
+  created = 0
+else
+  redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+  -- an overwritten record (a re-submitted id) keeps none of the old fields the new one lacks
+  local keep = {}
+  for i = 10, #ARGV, 2 do keep[ARGV[i]] = true end
+  for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if not keep[name] then redis.call('HDEL', KEYS[1], name) end
+  end
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[9])
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[2]) - 1)
+  redis.call('ZADD', KEYS[3], ARGV[8], ARGV[9])
+end
+redis.call('LPUSH', KEYS[4], ARGV[3])
+return {'queued', created}
+"""
+
 # Atomically move a job to a final state, once: a second finish (a duplicate delivery) changes nothing. A job of a
 # batch also counts towards the batch's totals here, so the two can never disagree.
 _FINISH_SCRIPT = """
@@ -109,7 +149,11 @@ for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ARGV[1] == 'succeeded' then redis.call('HDEL', KEYS[1], 'error') end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
-redis.call('ZREM', KEYS[4], redis.call('HGET', KEYS[1], 'id'))
+local id = redis.call('HGET', KEYS[1], 'id')
+redis.call('ZREM', KEYS[4], id)
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZADD', KEYS[5] .. ARGV[1], now, id)
+redis.call('ZREMRANGEBYSCORE', KEYS[5] .. ARGV[1], '-inf', now - tonumber(ARGV[2]))
 local batch = redis.call('HGET', KEYS[1], 'batch_id')
 if batch and batch ~= '' then
   redis.call('HINCRBY', KEYS[2] .. batch, ARGV[1], 1)
@@ -153,6 +197,7 @@ class JobStore:
         self._interrupt = client.register_script(_INTERRUPT_SCRIPT)
         self._claim_orphan = client.register_script(_CLAIM_ORPHAN_SCRIPT)
         self._prune_unfinished = client.register_script(_PRUNE_UNFINISHED_SCRIPT)
+        self._create_queued = client.register_script(_CREATE_QUEUED_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "imgrestore:", ttl_seconds: int = 7 * 24 * 3600) -> "JobStore":
@@ -181,6 +226,11 @@ class JobStore:
 
     def finished_counts(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.redis.hgetall(self.stats_key).items()}
+
+    @property
+    def state_prefix(self) -> str:
+        """``<prefix>jobs:state:<succeeded|failed>``: finished jobs by finish time (see ``ids_in_state``)."""
+        return f"{self.prefix}jobs:state:"
 
     @property
     def unfinished_key(self) -> str:
@@ -216,6 +266,34 @@ class JobStore:
                 pipe.zadd(self.unfinished_key, {job.id: utcnow().timestamp()})
             pipe.execute()
         return True
+
+    def create_queued(self, job: Job, queue: str, message: str, all_queues: list[str], queue_cap: int = 0,
+                      total_cap: int = 0, overwrite: bool = True) -> bool:
+        """Writes the record and pushes ``message`` (``celery_app.encode_message``) onto ``queue`` in one script:
+        both or neither. Raises ``QueueFullError`` when ``queue`` holds ``queue_cap`` waiting messages or
+        ``all_queues`` together ``total_cap`` (0: no cap), with nothing written. With ``overwrite=False`` an
+        existing record is kept and only the message is pushed; True when the record was written."""
+        fields: list[str] = []
+        for name, value in _encode(job).items():
+            fields += [name, value]
+        reply = self._create_queued(
+            keys=[self.job_key(job.id), self.recent_key, self.unfinished_key, queue, *all_queues],
+            args=[self.ttl, RECENT_LIMIT, message, queue_cap, total_cap, 1 if overwrite else 0,
+                  job.created_at.timestamp(), utcnow().timestamp(), job.id, *fields])
+        if reply[0] == "full":
+            scope, waiting, cap = reply[1], int(reply[2]), int(reply[3])
+            what = "jobs queued in all queues" if scope == "global" else f"jobs queued in {scope}"
+            setting = "IMGRESTORE_MAX_QUEUED_JOBS" if scope == "global" else "IMGRESTORE_MAX_QUEUED_JOBS_PER_QUEUE"
+            raise QueueFullError(f"{waiting} {what}, at the cap of {cap} ({setting}); retry once workers have "
+                                 "drained some", scope=scope, waiting=waiting, cap=cap)
+        return bool(int(reply[1]))
+
+    def ids_in_state(self, state: JobState, start: int, stop: int) -> list[str]:
+        """Ids of jobs in ``state``, newest first (ranks ``start``..``stop``): finished ones from their index (any
+        job still within the record TTL), unfinished ones from the unfinished index (by last change). Entries may
+        have moved on since (a re-queued job): callers check the records."""
+        key = self.unfinished_key if not state.finished else self.state_prefix + state.value
+        return list(self.redis.zrevrange(key, start, stop))
 
     def get(self, job_id: str) -> Job:
         raw = self.redis.hgetall(self.job_key(job_id))
@@ -320,8 +398,8 @@ class JobStore:
                            "state", state.value, "finished_at", utcnow().isoformat()]
         for name, value in fields.items():
             args += [name, _encode_value(value)]
-        return bool(self._finish(keys=[self.job_key(job_id), self.batch_prefix, self.stats_key, self.unfinished_key],
-                                 args=args))
+        return bool(self._finish(keys=[self.job_key(job_id), self.batch_prefix, self.stats_key, self.unfinished_key,
+                                       self.state_prefix], args=args))
 
     def cancel(self, job_id: str) -> bool:
         """Fails a job that no worker has started yet with ``cancelled``; False when it is running or finished."""
@@ -351,6 +429,8 @@ class JobStore:
             pipe.zadd(self.unfinished_key, {job_id: utcnow().timestamp()})
             pipe.expire(self.job_key(job_id), self.ttl)
             pipe.zrem(self.dead_key, job_id)
+            for final in (JobState.succeeded, JobState.failed):
+                pipe.zrem(self.state_prefix + final.value, job_id)
             if job.batch_id and job.state.finished:
                 batch = self.batch_prefix + job.batch_id
                 pipe.hincrby(batch, job.state.value, -1)

@@ -8,11 +8,15 @@ serves them on ``IMGRESTORE_METRICS_PORT``. Queue gauges are computed from Redis
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import queues
+
+log = logging.getLogger(__name__)
 
 STAGES = ("download", "decode", "infer", "encode", "upload")
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -27,6 +31,8 @@ INTERRUPTED = Counter("imgrestore_deliveries_interrupted", "Deliveries ended by 
                       "(not counted as lost).", ["task"])
 ORPHANS_REQUEUED = Counter("imgrestore_orphans_requeued", "Jobs found running with no lease and no message, re-queued.",
                            ["task"])
+DELIVERIES_RECLAIMED = Counter("imgrestore_deliveries_reclaimed", "Deliveries of dead workers put back on their queue "
+                               "once no live worker claimed them for the lease TTL.", ["task"])
 MEGAPIXELS = Counter("imgrestore_megapixels", "Megapixels restored.", ["task"])
 MODEL_LOAD_SECONDS = Gauge("imgrestore_model_load_seconds", "Seconds the last load of each model took.",
                            ["model", "provider"], multiprocess_mode="max")
@@ -76,3 +82,24 @@ class QueueCollector(Collector):
             flight.add_metric([queue], running.get(queue, 0))
             backlog.add_metric([queue], waiting + running.get(queue, 0))
         yield from (depth, flight, backlog)
+
+
+class RedisMemoryCollector(Collector):
+    """Redis memory in use and its ``maxmemory``, from ``INFO memory``: with ``noeviction`` a full Redis refuses
+    every write (submissions, job updates, queue moves), so the headroom is alerted on (deploy/prometheus)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def collect(self):
+        used = GaugeMetricFamily("imgrestore_redis_memory_used_bytes", "Memory Redis uses (INFO used_memory).")
+        limit = GaugeMetricFamily("imgrestore_redis_memory_max_bytes",
+                                  "Redis maxmemory; 0 when unset (then the host's memory is the limit).")
+        try:
+            info = self.client.info("memory")
+        except Exception as exc:  # an outage or a client without INFO: the families stay, empty
+            log.debug("Redis memory unavailable", extra={"error": str(exc)})
+        else:
+            used.add_metric([], float(info.get("used_memory", 0)))
+            limit.add_metric([], float(info.get("maxmemory", 0)))
+        yield from (used, limit)

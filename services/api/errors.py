@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import kombu.exceptions
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +21,7 @@ from ..errors import (
     ImgRestoreError,
     InputNotFoundError,
     JobNotFoundError,
+    QueueFullError,
     StorageAccessError,
     TransientError,
 )
@@ -54,9 +56,17 @@ def error_response(status: int, type: str, message: str, headers: dict[str, str]
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
+# Seconds a client is told to wait: a dependency that failed usually comes back within seconds; a full queue
+# drains at the workers' pace.
+RETRY_AFTER_UNAVAILABLE = "5"
+RETRY_AFTER_QUEUE_FULL = "30"
+
+
 def status_of(exc: ImgRestoreError) -> int:
     if isinstance(exc, JobNotFoundError | InputNotFoundError):
         return 404
+    if isinstance(exc, QueueFullError):
+        return 429  # backpressure: the service works, it holds as many waiting jobs as it was sized for
     if isinstance(exc, TransientError):
         return 503  # the store timed out or throttled: worth retrying later
     if isinstance(exc, StorageAccessError):
@@ -97,7 +107,9 @@ def install(app: FastAPI) -> None:
         status = status_of(exc)
         if status >= 500:
             log.warning("dependency failed", extra={"error_type": exc.code, "error": exc.message})
-        return error_response(status, exc.code, exc.message)
+        headers = {"Retry-After": RETRY_AFTER_QUEUE_FULL} if status == 429 else \
+            {"Retry-After": RETRY_AFTER_UNAVAILABLE} if status == 503 else None
+        return error_response(status, exc.code, exc.message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -117,7 +129,14 @@ def install(app: FastAPI) -> None:
     async def _redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
         log.warning("job store unavailable", extra={"error": str(exc)})
         return error_response(503, "store_unavailable", "the job store (Redis) is unavailable; retry later",
-                              headers={"Retry-After": "5"})
+                              headers={"Retry-After": RETRY_AFTER_UNAVAILABLE})
+
+    @app.exception_handler(kombu.exceptions.KombuError)
+    async def _broker_down(request: Request, exc: kombu.exceptions.KombuError) -> JSONResponse:
+        # A publish through Celery (batch expansion, webhooks of a cancelled job) gave up on the broker.
+        log.warning("broker unavailable", extra={"error": str(exc)})
+        return error_response(503, "queue_unavailable", "the queue (Redis) refused the message; retry later",
+                              headers={"Retry-After": RETRY_AFTER_UNAVAILABLE})
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

@@ -148,7 +148,10 @@ class BatchList(BaseModel):
 
 class CheckResult(BaseModel):
     ok: bool
-    error: str | None = None
+    reason: str | None = Field(None, description="Why the check failed, a stable code: redis_unreachable, "
+                               "redis_oom, redis_read_only, redis_no_replicas, redis_error, storage_unreachable, "
+                               "storage_error (details are in the API's log)")
+    error: str | None = Field(None, description="What the reason means, for a human")
 
 
 class Health(BaseModel):

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..metrics import QueueCollector
+from ..metrics import QueueCollector, RedisMemoryCollector
 from .errors import ErrorBody, ErrorDetail
 
 log = logging.getLogger("services.api.access")
@@ -53,6 +53,7 @@ class ApiMetrics:
         self.seconds = Histogram("imgrestore_api_request_seconds", "API request duration by route template.",
                                  ["route"], buckets=_BUCKETS, registry=self.registry)
         self.registry.register(_SafeQueueCollector(QueueCollector(redis_client, queues)))
+        self.registry.register(RedisMemoryCollector(redis_client))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

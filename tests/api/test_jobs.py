@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 
 import pytest
 from fastapi.testclient import TestClient
 
+from services.api import create_app
 from services.api.idempotency import fingerprint
-from services.jobs import Job, JobRequest, JobState
-from tests.api.conftest import OTHER, auth
+from services.celery_app import send
+from services.jobs import Job, JobError, JobRequest, JobState
+from services.jobstore import _encode
+from tests.api.conftest import OTHER, auth, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -177,3 +181,75 @@ def test_a_pending_key_answers_409_while_the_first_request_runs(client, ctx):
 def test_malformed_idempotency_keys_are_422(client, key):
     response = _submit(client, headers={"Idempotency-Key": key})
     assert response.status_code == 422, response.text
+
+
+def test_the_message_is_celerys_own_but_names_the_job_instead_of_repeating_it(client, ctx):
+    job_id = _submit(client, input_url="s3://scans/compat.png").json()["id"]
+    ours = next(m for m in _queued_messages(ctx, ctx.settings.queue_for("denoise")) if m["headers"]["id"] == job_id)
+    scratch = ctx.settings.queue_prefix + "scratch"
+    send(ctx.celery, "imgrestore.restore", [ctx.jobs.get(job_id).model_dump(mode="json")], scratch, job_id)
+    celerys = json.loads(ctx.redis.lpop(scratch))
+    assert ours.keys() == celerys.keys() and ours["headers"].keys() == celerys["headers"].keys()
+    assert ours["properties"].keys() == celerys["properties"].keys() - {"reply_to"} | {"reply_to"}
+    assert json.loads(base64.b64decode(ours["body"])) == json.loads(base64.b64decode(celerys["body"]))
+    assert ours["headers"]["argsrepr"] == f"[job {job_id}]"  # Celery's is a repr of the whole job again
+    assert ours["properties"]["delivery_info"] == {"exchange": "", "routing_key": ctx.settings.queue_for("denoise")}
+    for name in ("task", "id", "root_id", "retries", "ignore_result"):
+        assert ours["headers"][name] == celerys["headers"][name], name
+
+
+@pytest.fixture()
+def capped(redis_url):
+    """An API whose denoise queue takes 2 waiting jobs and all queues together 3."""
+    settings = make_settings(redis_url, max_queued_jobs_per_queue=2, max_queued_jobs=3, api_max_batch_inputs=5)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_submissions_over_a_queue_cap_are_429_with_retry_after_and_leave_nothing(capped):
+    ctx = capped.app.state.ctx
+    assert [_submit(capped, input_url=f"s3://scans/c{i}.png").status_code for i in range(2)] == [201, 201]
+    refused = _submit(capped, input_url="s3://scans/c2.png")
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "30"
+    error = refused.json()["error"]
+    assert error["type"] == "queue_full" and "IMGRESTORE_MAX_QUEUED_JOBS_PER_QUEUE" in error["message"]
+    assert ctx.redis.llen(ctx.settings.queue_for("denoise")) == 2
+    assert len(ctx.redis.keys(ctx.settings.key_prefix + "job:*")) == 2  # the refused one left no record
+
+    assert _submit(capped, task="colorize", input_url="s3://scans/g.png").status_code == 201  # 3 in all
+    refused = _submit(capped, task="watermark", input_url="s3://scans/w.png")
+    assert refused.status_code == 429 and "(IMGRESTORE_MAX_QUEUED_JOBS)" in refused.json()["error"]["message"]
+
+    ctx.redis.rpop(ctx.settings.queue_for("denoise"))  # a worker took one
+    assert _submit(capped, task="watermark", input_url="s3://scans/w.png").status_code == 201
+
+
+def test_a_batch_that_would_overflow_a_cap_is_429_before_anything_is_created(capped):
+    ctx = capped.app.state.ctx
+    inputs = [f"s3://scans/b/{i}.png" for i in range(3)]
+    refused = capped.post("/v1/batches", json={"task": "denoise", "inputs": inputs}, headers=auth())
+    assert refused.status_code == 429 and refused.headers["Retry-After"]
+    assert ctx.redis.llen(ctx.settings.queue_for("denoise")) == 0 and not ctx.redis.keys(ctx.settings.key_prefix + "*")
+    fits = capped.post("/v1/batches", json={"task": "denoise", "inputs": inputs[:2]}, headers=auth())
+    assert fits.status_code == 201 and ctx.redis.llen(ctx.settings.queue_for("denoise")) == 2
+
+
+def test_listing_by_state_finds_finished_jobs_older_than_the_newest_2000(client, ctx):
+    old = ctx.submitter.submit(JobRequest(task="denoise", input_url="s3://scans/old.png",
+                                          output_url="s3://scans/old-out.png"), owner="ops")
+    ctx.jobs.start(old.id, "w@test", 60_000)
+    ctx.jobs.fail(old.id, JobError(type="image_decode", message="not an image"))
+    with ctx.redis.pipeline(transaction=False) as pipe:  # 2 100 newer jobs, all queued
+        for i in range(2100):
+            job = Job(task="denoise", input_url=f"s3://scans/n{i}.png", output_url=f"s3://scans/o{i}.png", owner="ops")
+            pipe.hset(ctx.jobs.job_key(job.id), mapping=_encode(job))
+            pipe.zadd(ctx.jobs.recent_key, {job.id: job.created_at.timestamp()})
+        pipe.execute()
+    listed = client.get("/v1/jobs", params={"state": "failed", "limit": 200}, headers=auth()).json()["jobs"]
+    assert old.id in [job["id"] for job in listed]
+    assert all(job["state"] == "failed" for job in listed)
+    ctx.jobs.requeue(old.id)  # leaves the failed index
+    listed = client.get("/v1/jobs", params={"state": "failed", "limit": 200}, headers=auth()).json()["jobs"]
+    assert old.id not in [job["id"] for job in listed]
+    queued = client.get("/v1/jobs", params={"state": "queued", "limit": 5}, headers=auth()).json()["jobs"]
+    assert queued and all(job["state"] == "queued" for job in queued)

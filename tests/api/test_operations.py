@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.api import create_app
 from services.api.schema import COMMITTED, current_schema, render
 from tests.api.conftest import auth, make_settings
+from tests.support.chaos import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +26,45 @@ def test_readyz_reports_an_unreachable_object_store(client):
     response = client.get("/readyz")  # the module's settings point S3 at a closed port
     assert response.status_code == 503
     body = response.json()
-    assert body["status"] == "unavailable" and body["checks"]["redis"] == {"ok": True, "error": None}
-    assert body["checks"]["storage"]["ok"] is False and body["checks"]["storage"]["error"]
+    assert body["status"] == "unavailable" and body["checks"]["redis"] == {"ok": True, "reason": None, "error": None}
+    assert body["checks"]["storage"] == {"ok": False, "reason": "storage_unreachable",
+                                         "error": "the object store does not answer"}  # no exception text
+
+
+@pytest.fixture()
+def own_redis(tmp_path):
+    """``own_redis(*options)``: a redis-server of this test's own (stopped afterwards)."""
+    servers: list[RedisServer] = []
+
+    def start(*options: str) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis{len(servers)}", options=options)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.parametrize("refusal", ["oom", "read_only", "no_replicas"])
+def test_readyz_fails_while_redis_answers_pings_but_refuses_writes(own_redis, refusal):
+    primary = own_redis()
+    if refusal == "oom":
+        target = primary
+        redis.Redis(port=primary.port).config_set("maxmemory", 1)  # below what it already uses: noeviction refuses
+    elif refusal == "read_only":
+        target = own_redis("--replicaof", "127.0.0.1", str(primary.port))
+    else:
+        target = own_redis("--min-replicas-to-write", "1")
+    assert redis.Redis(port=target.port).ping()  # what /readyz used to check
+    with TestClient(create_app(make_settings(target.url)), raise_server_exceptions=False) as client:
+        body = client.get("/readyz").json()
+        assert body["checks"]["redis"]["ok"] is False and body["checks"]["redis"]["reason"] == f"redis_{refusal}"
+        assert "Error" not in body["checks"]["redis"]["error"]  # a fixed message, not the exception
+        response = client.post("/v1/jobs", json={"task": "denoise", "input_url": "s3://scans/r.png"}, headers=auth())
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert response.json()["error"]["type"] == "store_unavailable"
 
 
 def test_readyz_and_submissions_report_an_unreachable_redis(redis_url):
@@ -33,6 +72,7 @@ def test_readyz_and_submissions_report_an_unreachable_redis(redis_url):
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         response = client.get("/readyz")
         assert response.status_code == 503 and response.json()["checks"]["redis"]["ok"] is False
+        assert response.json()["checks"]["redis"]["reason"] == "redis_unreachable"
         response = client.get("/v1/jobs", headers=auth())
         assert response.status_code == 503 and response.json()["error"]["type"] == "store_unavailable"
         metrics = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}

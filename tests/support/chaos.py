@@ -42,9 +42,10 @@ S3_UNDER_FAULTS = {"IMGRESTORE_S3_READ_TIMEOUT": "2", "IMGRESTORE_S3_CONNECT_TIM
 class RedisServer:
     """redis-server with AOF (everysec) in a folder of its own, that can be SIGKILLed and started again on it."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, options: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.folder = folder
+        self.options = options  # more redis-server arguments, e.g. ("--maxmemory", "2mb")
         folder.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen | None = None
 
@@ -55,7 +56,7 @@ class RedisServer:
     def start(self) -> None:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--appendonly", "yes",
                 "--appendfsync", "everysec", "--save", "", "--dir", str(self.folder),
-                "--maxmemory-policy", "noeviction", "--logfile", str(self.folder / "redis.log")]
+                "--maxmemory-policy", "noeviction", "--logfile", str(self.folder / "redis.log"), *self.options]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: redis.Redis(port=self.port).ping(), 30, "redis-server to answer")
 

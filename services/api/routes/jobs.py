@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(known_query_only)])
 
 SCAN_LIMIT = 2_000  # list endpoints look at most this many recent records per request
+STATE_SCAN_LIMIT = 20_000  # ... and this many entries of a state's index (bounded work for a token that sees few)
 
 
 def checked_request(body: JobCreate, principal: Principal) -> JobRequest:
@@ -73,19 +74,33 @@ def list_jobs(limit: Annotated[int, Query(ge=1, le=200)] = 50,
               state: Annotated[JobState | None, Query(description="Only jobs in this state")] = None,
               principal: Principal = Depends(current_principal),
               ctx: ApiContext = Depends(get_ctx)) -> JobList:
-    """Newest first; looks through the latest 2 000 jobs for ones this token may see."""
-    found: list[Job] = []
-    page = 200
-    for start in range(0, SCAN_LIMIT, page):
-        ids = ctx.redis.zrevrange(ctx.jobs.recent_key, start, start + page - 1)
-        for job in ctx.jobs.get_many(ids):
-            if can_see_job(principal, job) and (state is None or job.state is state):
-                found.append(job)
-                if len(found) >= limit:
-                    return JobList(jobs=found)
-        if len(ids) < page:
-            break
-    return JobList(jobs=found)
+    """Newest first. Without `state`, looks through the latest 2 000 jobs for ones this token may see; with it,
+    through an index of that state (finished jobs: every one still kept, `IMGRESTORE_JOB_TTL_SECONDS`; queued and
+    running ones: all of them), up to 20 000 entries."""
+    found: dict[str, Job] = {}
+
+    def scan(read_page, entries: int) -> bool:
+        """Adds visible matches page by page; True once ``limit`` are found."""
+        page = 200
+        for start in range(0, entries, page):
+            ids = read_page(start, start + page - 1)
+            for job in ctx.jobs.get_many(ids):
+                if can_see_job(principal, job) and (state is None or job.state is state):
+                    found.setdefault(job.id, job)
+                    if len(found) >= limit:
+                        return True
+            if len(ids) < page:
+                break
+        return False
+
+    def recent(start: int, stop: int) -> list[str]:
+        return ctx.redis.zrevrange(ctx.jobs.recent_key, start, stop)
+
+    if state is not None and scan(lambda start, stop: ctx.jobs.ids_in_state(state, start, stop), STATE_SCAN_LIMIT):
+        return JobList(jobs=list(found.values()))
+    # Without a state; or jobs that finished before the state index existed (an upgrade), among the newest.
+    scan(recent, SCAN_LIMIT)
+    return JobList(jobs=list(found.values()))
 
 
 @router.get("/{job_id}", response_model=Job, responses={**AUTH_ERRORS, **NOT_FOUND}, summary="One job")
