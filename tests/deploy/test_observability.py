@@ -85,3 +85,11 @@ def test_dashboard_has_the_panels_the_issue_lists():
     for panel in DASHBOARD["panels"]:
         assert panel["datasource"]["uid"] == "${datasource}"
         assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
+
+
+def test_redis_memory_alerts_divide_only_by_a_set_maxmemory():
+    # maxmemory 0 means "no limit": dividing by it would fire (+Inf) on every Redis without one.
+    for name, threshold in (("ImgrestoreRedisMemoryHigh", "0.8"), ("ImgrestoreRedisMemoryFull", "0.95")):
+        expr = RULES[name]["expr"]
+        assert "imgrestore_redis_memory_used_bytes" in expr and "imgrestore_redis_memory_max_bytes > 0" in expr
+        assert expr.rstrip().endswith(f"> {threshold}")
