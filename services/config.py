@@ -36,6 +36,14 @@ class Settings(BaseSettings):
 
     # --- images ---
     max_pixels: int = Field(100_000_000, gt=0, description="Decompression-bomb guard: larger images fail.")
+    max_document_pages: int = Field(2000, gt=0, description="PDFs and multi-page TIFFs with more pages fail.")
+    max_page_pixels: int = Field(
+        100_000_000, gt=0, description="Pixels of one document page (an embedded scan, or a PDF page rendered at "
+        "IMGRESTORE_PDF_RENDER_DPI); a larger page fails the document."
+    )
+    pdf_render_dpi: int = Field(
+        300, ge=50, le=1200, description="Resolution at which PDF pages that are not one scanned image are rendered."
+    )
     jpeg_quality: int = Field(95, ge=1, le=100)
     png_compress_level: int = Field(
         1, ge=0, le=9, description="zlib level of PNG output: 1 encodes a 1 MP page ~3x faster than "

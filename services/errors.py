@@ -86,6 +86,12 @@ class ImageEncodeError(PermanentError):
     code = "image_encode"
 
 
+class DocumentTooLargeError(PermanentError):
+    """A PDF or multi-page TIFF with more pages than IMGRESTORE_MAX_DOCUMENT_PAGES."""
+
+    code = "document_too_large"
+
+
 # --- models -----------------------------------------------------------------------------------------------------
 class ModelNotFoundError(PermanentError):
     code = "model_not_found"

@@ -250,3 +250,14 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
     if values.dtype == np.uint8:
         return values
     return np.round(values.astype(np.float32) / 257.0).astype(np.uint8)
+
+
+# --- hooks for documents.py (multi-page TIFF and PDF pages share the single-image colour rules above) -------------
+def frame_arrays(image: Image.Image, fmt: str) -> DecodedImage:
+    """One loaded page of a document, checked by the caller, as ``decode`` would give it."""
+    return _to_arrays(image, fmt, dict(image.info))
+
+
+def arrays_image(pixels: np.ndarray, fmt: str) -> Image.Image:
+    """Restored pixels as the Pillow image ``encode`` would write in ``fmt`` (no alpha: document pages have none)."""
+    return _to_pil(pixels, None, fmt)

@@ -75,6 +75,15 @@ class StageTimings(BaseModel):
         return sum(v for v in self.model_dump().values() if v is not None)
 
 
+class PageCounts(BaseModel):
+    """Pages of a document (PDF, multi-page TIFF): restored through a model, or passed through untouched."""
+
+    total: int
+    restored: int
+    passed_through: int = Field(0, description="Born-digital PDF pages (text and vectors, no scan), copied as they were.")
+    rendered: int = Field(0, description="Restored PDF pages that were not a single image, so were rendered first.")
+
+
 class OutputInfo(BaseModel):
     width: int
     height: int
@@ -85,6 +94,7 @@ class OutputInfo(BaseModel):
     model: str
     profile: str | None = None
     tiles: int
+    pages: PageCounts | None = Field(None, description="Documents only; width and height are the first page's.")
 
 
 class JobRequest(BaseModel):

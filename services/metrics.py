@@ -34,6 +34,8 @@ ORPHANS_REQUEUED = Counter("imgrestore_orphans_requeued", "Jobs found running wi
 DELIVERIES_RECLAIMED = Counter("imgrestore_deliveries_reclaimed", "Deliveries of dead workers put back on their queue "
                                "once no live worker claimed them for the lease TTL.", ["task"])
 MEGAPIXELS = Counter("imgrestore_megapixels", "Megapixels restored.", ["task"])
+PAGES = Counter("imgrestore_document_pages", "Pages of PDF and multi-page TIFF jobs, by task and what happened to "
+                "them (restored, passed_through: born-digital PDF pages).", ["task", "outcome"])
 MODEL_LOAD_SECONDS = Gauge("imgrestore_model_load_seconds", "Seconds the last load of each model took.",
                            ["model", "provider"], multiprocess_mode="max")
 PROVIDER = Gauge("imgrestore_provider_info", "Execution provider of each loaded model (value 1).",
@@ -103,3 +105,8 @@ class RedisMemoryCollector(Collector):
             used.add_metric([], float(info.get("used_memory", 0)))
             limit.add_metric([], float(info.get("maxmemory", 0)))
         yield from (used, limit)
+
+
+def record_pages(task: str, restored: int, passed_through: int) -> None:
+    PAGES.labels(task, "restored").inc(restored)
+    PAGES.labels(task, "passed_through").inc(passed_through)

@@ -11,12 +11,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from collections.abc import Iterator
 
+import numpy as np
+
 from .config import Settings
 from .content import guess_profile
 from .imaging import decode, encode
-from .inference import TileSettings, run_model
+from .inference import InferenceOutput, TileSettings, run_model
 from .jobs import Job, OutputInfo, Profile, StageTimings, Task
-from .registry import ModelRegistry
+from .registry import LoadedModel, ModelRegistry
 from .storage import StorageRouter
 
 log = logging.getLogger(__name__)
@@ -51,19 +53,15 @@ class Restorer:
         timings = timings if timings is not None else StageTimings()
         with _stage(timings, "download"):
             data = self.storage.read(job.input_url)
+        from .documents import document_kind, restore_document  # documents builds on this module
+
+        if document_kind(data) is not None:  # PDF, multi-page or bilevel TIFF: page by page through infer()
+            return restore_document(self, job, data, timings)
         with _stage(timings, "decode"):
             image = decode(data, self.settings.max_pixels)
             del data
         with _stage(timings, "infer"):
-            profile = self._profile(job, image.pixels)
-            spec = self.registry.resolve(job.task.value, profile)
-            model = self.registry.load(spec)
-            tiling = TileSettings(
-                tile_size=job.options.tile_size or self.settings.tile_size or spec.tiling.tile_size,
-                overlap=self.settings.tile_overlap if self.settings.tile_overlap is not None else spec.tiling.overlap,
-                batch_size=self.settings.tile_batch_size,
-            )
-            output = run_model(model, image.pixels, tiling, keeps_gray=job.task is not Task.colorize)
+            output, model, profile = self.infer(job, image.pixels)
         with _stage(timings, "encode"):
             encoded = encode(
                 output.pixels,
@@ -94,6 +92,18 @@ class Restorer:
                    "provider": model.provider, "megapixels": result.megapixels, "timings": timings.model_dump()},
         )
         return RestoreOutcome(result=result, timings=timings, provider=model.provider)
+
+    def infer(self, job: Job, pixels: np.ndarray) -> tuple[InferenceOutput, LoadedModel, str | None]:
+        """The model step of one image (or one page of a document): profile, model, tiling, inference."""
+        profile = self._profile(job, pixels)
+        spec = self.registry.resolve(job.task.value, profile)
+        model = self.registry.load(spec)
+        tiling = TileSettings(
+            tile_size=job.options.tile_size or self.settings.tile_size or spec.tiling.tile_size,
+            overlap=self.settings.tile_overlap if self.settings.tile_overlap is not None else spec.tiling.overlap,
+            batch_size=self.settings.tile_batch_size,
+        )
+        return run_model(model, pixels, tiling, keeps_gray=job.task is not Task.colorize), model, profile
 
     @staticmethod
     def _profile(job: Job, pixels) -> str | None:

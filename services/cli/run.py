@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..documents import DOCUMENT_SUFFIXES
 from ..errors import ImgRestoreError, InvalidJobError
 from ..imaging import EXTENSIONS, normalize_format
 from ..jobs import Job, JobOptions, Profile, Task
@@ -43,7 +44,7 @@ def join_url(base: str, relative: str) -> str:
 
 
 def is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_SUFFIXES)
+    return name.lower().endswith(IMAGE_SUFFIXES + DOCUMENT_SUFFIXES)
 
 
 def expand_inputs(inputs: list[str], out_dir: str, storage: StorageRouter) -> list[WorkItem]:

@@ -1,0 +1,518 @@
+"""Documents as archives hold them: PDFs and multi-page (or bilevel) TIFFs in, the same kind of document out.
+
+Every page goes through the same model step as a single image (``Restorer.infer``) and the same colour rules
+(``imaging.frame_arrays`` / ``imaging.arrays_image``); this module only splits documents into pages and puts the
+restored pages back:
+
+- **TIFF**: pages are written in order into one multi-page TIFF, each keeping its DPI, photometric interpretation
+  and compression where that is lossless (Group 3/4, LZW, deflate, PackBits; uncompressed bilevel pages become
+  Group 4, other uncompressed pages deflate; JPEG pages stay JPEG at IMGRESTORE_JPEG_QUALITY).
+- **PDF**: a page drawn as one scanned image has that image replaced in place (pikepdf), so page size, text layers,
+  bookmarks, links and metadata survive; a page with a scan plus other visible content is rendered (pypdfium2) and
+  its content replaced by the restored rendering; born-digital pages (no page-sized image) are left untouched and
+  counted as passed through.
+- **Bilevel**: a 1-bit page comes back 1-bit (see ``bilevel_threshold``), Group 4 in TIFF and CCITT G4 in PDF.
+- **Streaming**: one decoded page is in memory at a time (plus the compressed input and output documents); the
+  output is uploaded once, whole, after the last page — a failure leaves nothing at the output key.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from PIL import Image, TiffImagePlugin
+
+from . import metrics
+from .errors import DocumentTooLargeError, ImageDecodeError, ImageTooLargeError, UnsupportedImageError
+from .imaging import DecodedImage, arrays_image, frame_arrays, to_uint8
+from .jobs import Job, OutputInfo, PageCounts, StageTimings, Task
+
+if TYPE_CHECKING:
+    from .pipeline import Restorer, RestoreOutcome
+
+log = logging.getLogger(__name__)
+
+DocumentKind = Literal["pdf", "tiff"]
+DOCUMENT_SUFFIXES = (".pdf",)  # TIFFs are already image suffixes
+PDF_CONTENT_TYPE = "application/pdf"
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+# Source TIFF compression -> what the restored page is written with (lossless where the source was).
+_BILEVEL_COMPRESSION = {"group4": "group4", "group3": "group3", "tiff_ccitt": "tiff_ccitt", "packbits": "packbits",
+                        "tiff_lzw": "tiff_lzw", "tiff_adobe_deflate": "tiff_adobe_deflate",
+                        "tiff_deflate": "tiff_adobe_deflate"}
+_COMPRESSION = {"tiff_lzw": "tiff_lzw", "tiff_adobe_deflate": "tiff_adobe_deflate",
+                "tiff_deflate": "tiff_adobe_deflate", "packbits": "packbits", "jpeg": "jpeg"}
+
+
+def document_kind(data: bytes) -> DocumentKind | None:
+    """``pdf`` or ``tiff`` for what this module restores; None for single images (``imaging.decode``'s business).
+
+    A TIFF is a document when it has several pages or a bilevel first page (so Group 4 stays Group 4); a TIFF whose
+    header cannot be read is left to ``decode``, which reports it."""
+    if b"%PDF-" in data[:1024]:  # the spec lets the header start anywhere in the first 1 KiB
+        return "pdf"
+    if data[:4] not in _TIFF_MAGIC:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return "tiff" if image.mode == "1" or getattr(image, "n_frames", 1) > 1 else None
+    except Exception:  # a corrupt header: decode() says so with its usual message
+        return None
+
+
+def bilevel_threshold(gray: np.ndarray) -> int:
+    """The grey level (0‥255) at or above which a restored page becomes white when written back as 1-bit.
+
+    The document models output near-binary pages (paper near 255, ink near 0), so Otsu's threshold on the restored
+    page separates them cleanly; it is clamped to 96‥160 so a page that is mostly paper or mostly ink cannot drag it
+    to an extreme, and a page without two distinct tones (blank, or solid) uses the midpoint 128."""
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    total = hist.sum()
+    levels = np.arange(256, dtype=np.float64)
+    weight = np.cumsum(hist)
+    mass = np.cumsum(hist * levels)
+    below, above = weight[:-1], total - weight[:-1]
+    valid = (below > 0) & (above > 0)
+    if not valid.any():
+        return 128
+    mean_below = np.where(valid, mass[:-1] / np.maximum(below, 1), 0)
+    mean_above = np.where(valid, (mass[-1] - mass[:-1]) / np.maximum(above, 1), 0)
+    between = np.where(valid, below * above * (mean_below - mean_above) ** 2, -1)
+    split = int(np.argmax(between))
+    if mean_above[split] - mean_below[split] < 64:  # no ink/paper pair worth the name
+        return 128
+    return int(np.clip(split + 1, 96, 160))
+
+
+def to_bilevel(pixels: np.ndarray) -> Image.Image:
+    """A restored gray page (H, W, 1) as a 1-bit Pillow image."""
+    gray = to_uint8(pixels)[..., 0]
+    return Image.fromarray(gray >= bilevel_threshold(gray))
+
+
+@dataclass
+class _Progress:
+    """What a document job accumulates over its pages: timings summed, counts, the first page's size."""
+
+    job: Job
+    timings: StageTimings
+    pages: PageCounts
+    tiles: int = 0
+    megapixels: float = 0.0
+    model: str | None = None
+    profile: str | None = None
+    provider: str | None = None
+    first_size: tuple[int, int] | None = None
+    mode: str = ""
+    seen: set = field(default_factory=set)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self.timings, name, round((getattr(self.timings, name) or 0.0) + time.perf_counter() - started, 6))
+
+    def restored(self, image: DecodedImage, restorer: Restorer) -> np.ndarray:
+        """Runs the model on one page; returns the restored pixels."""
+        with self.stage("infer"):
+            output, model, profile = restorer.infer(self.job, image.pixels)
+        self.tiles += output.tiles
+        self.megapixels += image.megapixels
+        self.model, self.profile, self.provider = model.qualified_name, profile, model.provider
+        if self.first_size is None:
+            self.first_size = (image.width, image.height)
+        self.pages.restored += 1
+        return output.pixels
+
+
+def _page_error(index: int, total: int, exc: BaseException) -> ImageDecodeError:
+    return ImageDecodeError(f"page {index + 1} of {total} is corrupt or unreadable: {exc}; nothing was written")
+
+
+def _check_page(index: int, total: int, width: int, height: int, max_pixels: int, what: str = "") -> None:
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"page {index + 1} of {total} has no pixels ({width}×{height})")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"page {index + 1} of {total}{what}: {width}×{height} = {width * height / 1e6:.1f} MP exceeds the limit "
+            f"of {max_pixels / 1e6:.1f} MP (IMGRESTORE_MAX_PAGE_PIXELS)"
+        )
+
+
+def _check_page_count(total: int, limit: int, kind: str) -> None:
+    if total > limit:
+        raise DocumentTooLargeError(
+            f"{kind} has {total} pages, more than the limit of {limit} (IMGRESTORE_MAX_DOCUMENT_PAGES); "
+            "split it or raise the limit"
+        )
+    if total < 1:
+        raise ImageDecodeError(f"{kind} has no pages")
+
+
+def restore_document(restorer: Restorer, job: Job, data: bytes, timings: StageTimings) -> RestoreOutcome:
+    """Restores a document job end to end (the download already happened) and uploads the result once."""
+    from .pipeline import RestoreOutcome
+
+    kind = document_kind(data)
+    fmt = job.options.output_format
+    wanted = {"pdf": None, "tiff": "TIFF"}[kind or "tiff"]
+    if fmt not in (None, wanted):
+        raise UnsupportedImageError(
+            f"a {'PDF' if kind == 'pdf' else 'multi-page TIFF'} is written back as the same kind of document; "
+            f"output format {fmt} would need one file per page: leave the format unset"
+        )
+    progress = _Progress(job, timings, PageCounts(total=0, restored=0))
+    if kind == "pdf":
+        body, content_type, out_format = _restore_pdf(restorer, progress, data), PDF_CONTENT_TYPE, "PDF"
+    else:
+        body, content_type, out_format = _restore_tiff(restorer, progress, data), "image/tiff", "TIFF"
+    del data
+    with progress.stage("upload"):
+        restorer.storage.write(job.output_url, body, content_type)
+    pages = progress.pages
+    metrics.record_pages(job.task.value, pages.restored, pages.passed_through)
+    width, height = progress.first_size or (0, 0)
+    result = OutputInfo(
+        width=width, height=height, mode=progress.mode, format=out_format, bytes=len(body),
+        megapixels=round(progress.megapixels, 6), model=progress.model or "none (no page needed a model)",
+        profile=progress.profile, tiles=progress.tiles, pages=pages,
+    )
+    log.info("document restored", extra={"job_id": job.id, "task": job.task.value, "pages": pages.model_dump(),
+                                         "timings": timings.model_dump()})
+    return RestoreOutcome(result=result, timings=timings, provider=progress.provider or "none")
+
+
+# --- TIFF ----------------------------------------------------------------------------------------------------------
+def _restore_tiff(restorer: Restorer, progress: _Progress, data: bytes) -> bytes:
+    settings = restorer.settings
+    with progress.stage("decode"):
+        source = Image.open(io.BytesIO(data))
+        try:
+            total = source.n_frames
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageDecodeError(f"corrupt TIFF: its page directory cannot be read: {exc}")
+        _check_page_count(total, settings.max_document_pages, "TIFF")
+    progress.pages.total = total
+    out = io.BytesIO()
+    modes: list[str] = []
+    with TiffImagePlugin.AppendingTiffWriter(out, new=True) as writer:
+        for index in range(total):
+            with progress.stage("decode"):
+                try:
+                    source.seek(index)
+                except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                    raise _page_error(index, total, exc)
+                _check_page(index, total, source.width, source.height, settings.max_page_pixels)
+                mode, info = source.mode, dict(source.info)
+                photometric = source.tag_v2.get(262)
+                try:
+                    source.load()
+                    image = frame_arrays(source, "TIFF")
+                except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                    raise _page_error(index, total, exc)
+            pixels = progress.restored(image, restorer)
+            del image
+            with progress.stage("encode"):
+                page, options = _tiff_page(pixels, mode, info, photometric, settings.jpeg_quality)
+                modes.append(page.mode)
+                del pixels
+                page.save(writer, format="TIFF", **options)
+                writer.newFrame()
+    progress.mode = "+".join(dict.fromkeys(modes))
+    return out.getvalue()
+
+
+def _tiff_page(pixels: np.ndarray, source_mode: str, info: dict, photometric: int | None,
+               jpeg_quality: int) -> tuple[Image.Image, dict]:
+    """The restored page as a Pillow image, and the TIFF options to save it with."""
+    compression = info.get("compression") or "raw"
+    options: dict = {}
+    if source_mode == "1" and pixels.shape[2] == 1:
+        page = to_bilevel(pixels)
+        options["compression"] = _BILEVEL_COMPRESSION.get(compression, "group4")
+        # Fax and records exports are usually min-is-white; libtiff stores the bits to match the tag.
+        options["tiffinfo"] = {262: photometric if photometric in (0, 1) else 0}
+        if options["compression"] in ("group3", "group4", "tiff_ccitt"):
+            options["tiffinfo"][278] = page.height  # one strip: what fax readers and PDF embedding expect
+    else:
+        page = arrays_image(pixels, "TIFF")
+        options["compression"] = _COMPRESSION.get(compression, "tiff_adobe_deflate")
+        if options["compression"] == "jpeg":
+            if page.mode not in ("L", "RGB"):
+                options["compression"] = "tiff_adobe_deflate"
+            else:
+                options["quality"] = jpeg_quality
+    if info.get("dpi"):
+        options["dpi"] = tuple(float(v) for v in info["dpi"])
+    return page, options
+
+
+# --- PDF -----------------------------------------------------------------------------------------------------------
+PageKind = Literal["image", "render", "born_digital"]
+_PAINT = {"S", "s", "f", "F", "f*", "B", "B*", "b", "b*", "sh"}
+_SHOW_TEXT = {"Tj", "TJ", "'", '"'}
+SCAN_COVERAGE = 0.5  # an image over at least half the page is a scan; smaller ones are figures of a born-digital page
+
+
+@dataclass
+class PagePlan:
+    kind: PageKind
+    image_name: str | None = None
+    reason: str = ""
+
+
+def classify_page(page) -> PagePlan:
+    """What a PDF page is, from its content stream: one scanned image (replace it in place), a scan with other
+    visible content (render it), or born-digital (no page-sized image: leave it alone).
+
+    Invisible text (render mode 3, the OCR layer OCRmyPDF and scanners add) does not count as content: a scan with
+    its text layer is still replaced in place and keeps the layer."""
+    import pikepdf
+
+    xobjects = page.Resources.get("/XObject", {}) if "/Resources" in page.obj else {}
+    box = page.cropbox if "/CropBox" in page.obj else page.mediabox
+    page_area = abs(float(box[2]) - float(box[0])) * abs(float(box[3]) - float(box[1])) or 1.0
+    ctm = np.eye(3)
+    stack: list[tuple[np.ndarray, int]] = []
+    render_mode = 0
+    scans: list[str] = []
+    other: list[str] = []
+    try:
+        instructions = pikepdf.parse_content_stream(page)
+    except pikepdf.PdfError as exc:
+        raise ImageDecodeError(f"content stream cannot be parsed: {exc}")
+    for operands, operator in instructions:
+        op = str(operator)
+        if op == "q":
+            stack.append((ctm.copy(), render_mode))
+        elif op == "Q" and stack:
+            ctm, render_mode = stack.pop()
+        elif op == "cm" and len(operands) == 6:
+            a, b, c, d, e, f = (float(v) for v in operands)
+            ctm = np.array([[a, b, 0], [c, d, 0], [e, f, 1]]) @ ctm
+        elif op == "Tr" and operands:
+            render_mode = int(operands[0])
+        elif op in _SHOW_TEXT and render_mode != 3:
+            other.append("visible text")
+        elif op in _PAINT:
+            other.append("vector graphics")
+        elif op == "INLINE IMAGE":
+            other.append("an inline image")
+        elif op == "Do" and operands:
+            name = str(operands[0])
+            xobject = xobjects.get(name)
+            if xobject is None or xobject.get("/Subtype") != "/Image":
+                other.append("a form")
+                continue
+            coverage = abs(np.linalg.det(ctm[:2, :2])) / page_area
+            (scans if coverage >= SCAN_COVERAGE else other).append(name if coverage >= SCAN_COVERAGE else "a figure")
+    if not scans:
+        return PagePlan("born_digital", reason="no page-sized image")
+    if len(scans) == 1 and not other and _replaceable(xobjects[scans[0]]):
+        return PagePlan("image", image_name=scans[0])
+    return PagePlan("render", reason=", ".join(dict.fromkeys(other)) or "an image that cannot be replaced in place")
+
+
+def _replaceable(xobject) -> bool:
+    """Images we decode and re-encode in place: not stencil masks, no inverted /Decode, 8- or 1-bit."""
+    if xobject.get("/ImageMask", False) or "/Decode" in xobject:
+        return False
+    return int(xobject.get("/BitsPerComponent", 8)) in (1, 8)
+
+
+def _restore_pdf(restorer: Restorer, progress: _Progress, data: bytes) -> bytes:
+    import pikepdf
+
+    settings = restorer.settings
+    with progress.stage("decode"):
+        try:
+            pdf = pikepdf.open(io.BytesIO(data))
+        except pikepdf.PasswordError:
+            raise UnsupportedImageError("the PDF is encrypted with a password; decrypt it first")
+        except pikepdf.PdfError as exc:
+            raise ImageDecodeError(f"corrupt PDF: {exc}")
+        total = len(pdf.pages)
+        _check_page_count(total, settings.max_document_pages, "PDF")
+    progress.pages.total = total
+    renderer = _Renderer(data, settings.pdf_render_dpi, settings.max_page_pixels)
+    modes: list[str] = []
+    with pdf:
+        for index, page in enumerate(pdf.pages):
+            with progress.stage("decode"):
+                try:
+                    plan = classify_page(page)
+                except ImageDecodeError as exc:
+                    raise _page_error(index, total, exc.message)
+            if plan.kind == "born_digital":
+                progress.pages.passed_through += 1
+                continue
+            if plan.kind == "image":
+                xobject = page.Resources.XObject[plan.image_name]
+                key = xobject.objgen
+                if key in progress.seen:  # the same scan drawn on several pages: restored once
+                    progress.pages.restored += 1
+                    continue
+                progress.seen.add(key)
+                image = _pdf_image(xobject, index, total, settings.max_page_pixels, progress)
+                if image is not None:
+                    pixels = progress.restored(image, restorer)
+                    with progress.stage("encode"):
+                        modes.append(_replace_image(pdf, xobject, pixels, image, settings.jpeg_quality))
+                    continue
+                # pikepdf cannot decode this image (e.g. JBIG2): render the page instead
+            with progress.stage("decode"):
+                image = renderer.render(index, total, page)
+            pixels = progress.restored(image, restorer)
+            progress.pages.rendered += 1
+            with progress.stage("encode"):
+                modes.append(_replace_page(pdf, page, pixels, settings.jpeg_quality))
+        with progress.stage("encode"):
+            out = io.BytesIO()
+            try:
+                pdf.save(out, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.preserve)
+            except pikepdf.PdfError as exc:
+                raise ImageDecodeError(f"the restored PDF cannot be written (a damaged object in the input?): {exc}")
+    renderer.close()
+    progress.mode = "+".join(dict.fromkeys(modes))
+    return out.getvalue()
+
+
+def _pdf_image(xobject, index: int, total: int, max_pixels: int, progress: _Progress) -> DecodedImage | None:
+    """The scan of a page as arrays; None when pikepdf cannot decode its filter (the page is rendered instead)."""
+    import pikepdf
+    from pikepdf.models.image import UnsupportedImageTypeError
+
+    with progress.stage("decode"):
+        width, height = int(xobject.get("/Width", 0)), int(xobject.get("/Height", 0))
+        _check_page(index, total, width, height, max_pixels, " (its scanned image)")
+        try:
+            pil = pikepdf.PdfImage(xobject).as_pil_image()
+        except (UnsupportedImageTypeError, NotImplementedError, pikepdf.DependencyError) as exc:
+            log.info("page image not decodable in place; rendering the page", extra={"page": index + 1, "why": str(exc)})
+            return None
+        except (pikepdf.PdfError, OSError, ValueError, zlib.error) as exc:
+            raise _page_error(index, total, exc)
+        try:
+            return frame_arrays(pil, "PDF")
+        except (OSError, ValueError) as exc:
+            raise _page_error(index, total, exc)
+
+
+def _replace_image(pdf, xobject, pixels: np.ndarray, image: DecodedImage, jpeg_quality: int) -> str:
+    """Writes the restored scan into the same image object: every page (and the text layer) that draws it keeps
+    drawing it at the same place and size. Returns the mode written."""
+    import pikepdf
+
+    was_jpeg = "/DCTDecode" in str(xobject.get("/Filter", ""))
+    if image.source_mode == "1" and pixels.shape[2] == 1:
+        data, params = _g4_strip(to_bilevel(pixels))
+        xobject.write(data, filter=pikepdf.Name.CCITTFaxDecode, decode_parms=params)
+        xobject.BitsPerComponent, xobject.ColorSpace, mode = 1, pikepdf.Name.DeviceGray, "1"
+    else:
+        page = arrays_image(pixels, "JPEG" if was_jpeg else "PNG")
+        if page.mode == "I;16":
+            page = Image.fromarray(to_uint8(pixels)[..., 0])
+        gray = page.mode == "L"
+        if was_jpeg:
+            buffer = io.BytesIO()
+            page.save(buffer, format="JPEG", quality=jpeg_quality)
+            xobject.write(buffer.getvalue(), filter=pikepdf.Name.DCTDecode)
+        else:
+            xobject.write(zlib.compress(page.tobytes(), 6), filter=pikepdf.Name.FlateDecode)
+        if _icc_channels(xobject) != (1 if gray else 3):  # an ICC profile that still fits is kept
+            xobject.ColorSpace = pikepdf.Name.DeviceGray if gray else pikepdf.Name.DeviceRGB
+        xobject.BitsPerComponent, mode = 8, page.mode
+    xobject.Width, xobject.Height = image.width, image.height
+    return mode
+
+
+def _icc_channels(xobject) -> int | None:
+    """Channels of an /ICCBased colour space (kept when the restored page has as many), else None."""
+    import pikepdf
+
+    space = xobject.get("/ColorSpace")
+    if isinstance(space, pikepdf.Array) and len(space) == 2 and str(space[0]) == "/ICCBased":
+        return int(space[1].get("/N", 0))
+    return None
+
+
+def _g4_strip(page: Image.Image) -> tuple[bytes, object]:
+    """A 1-bit page as CCITT Group 4 data for a PDF image stream (Pillow/libtiff encode it as a one-strip TIFF)."""
+    import pikepdf
+
+    buffer = io.BytesIO()
+    page.save(buffer, format="TIFF", compression="group4", tiffinfo={262: 0, 278: page.height})
+    with Image.open(buffer) as tiff:
+        offset, length = tiff.tag_v2[273][0], tiff.tag_v2[279][0]
+    data = buffer.getvalue()[offset:offset + length]
+    # min-is-white G4 with BlackIs1 false: 0 bits are black, as in the TIFF it came from.
+    return data, pikepdf.Dictionary(K=-1, Columns=page.width, Rows=page.height, BlackIs1=False)
+
+
+def _replace_page(pdf, page, pixels: np.ndarray, jpeg_quality: int) -> str:
+    """A rendered page's content becomes its restored rendering, drawn over the page's visible box; annotations
+    (links, form fields) and the page's own attributes stay."""
+    import pikepdf
+
+    image = arrays_image(pixels, "PNG")
+    if image.mode == "I;16":
+        image = Image.fromarray(to_uint8(pixels)[..., 0])
+    stream = pikepdf.Stream(pdf, zlib.compress(image.tobytes(), 6))
+    stream.Type, stream.Subtype = pikepdf.Name.XObject, pikepdf.Name.Image
+    stream.Width, stream.Height, stream.BitsPerComponent = image.width, image.height, 8
+    stream.ColorSpace = pikepdf.Name.DeviceGray if image.mode == "L" else pikepdf.Name.DeviceRGB
+    stream.Filter = pikepdf.Name.FlateDecode
+    box = page.cropbox if "/CropBox" in page.obj else page.mediabox
+    x0, y0, x1, y1 = (float(v) for v in box)
+    page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=stream))
+    page.Contents = pdf.make_stream(f"q {x1 - x0:.4f} 0 0 {y1 - y0:.4f} {x0:.4f} {y0:.4f} cm /Im0 Do Q".encode())
+    return image.mode
+
+
+class _Renderer:
+    """pypdfium2, opened on first use only (most scanned PDFs never need it)."""
+
+    def __init__(self, data: bytes, dpi: int, max_pixels: int) -> None:
+        self.data, self.dpi, self.max_pixels = data, dpi, max_pixels
+        self._doc = None
+
+    def render(self, index: int, total: int, page) -> DecodedImage:
+        import pypdfium2
+
+        if "/Rotate" in page.obj and int(page.obj.Rotate) % 360:
+            raise UnsupportedImageError(
+                f"page {index + 1} of {total} is rotated and is not a single scanned image; rotated pages that "
+                "need rendering are not supported yet"
+            )
+        try:
+            if self._doc is None:
+                self._doc = pypdfium2.PdfDocument(self.data)
+            pdfium_page = self._doc[index]
+            width, height = pdfium_page.get_size()
+            scale = self.dpi / 72.0
+            _check_page(index, total, round(width * scale), round(height * scale), self.max_pixels,
+                        f" (rendered at {self.dpi} dpi, IMGRESTORE_PDF_RENDER_DPI)")
+            bitmap = pdfium_page.render(scale=scale, draw_annots=False, may_draw_forms=False)
+            pil = bitmap.to_pil()
+            bitmap.close()
+            pdfium_page.close()
+        except pypdfium2.PdfiumError as exc:
+            raise _page_error(index, total, exc)
+        if pil.mode not in ("L", "RGB"):
+            pil = pil.convert("RGB")
+        return frame_arrays(pil, "PDF")
+
+    def close(self) -> None:
+        if self._doc is not None:
+            self._doc.close()

@@ -1,0 +1,272 @@
+"""Documents through the real restore path (tiny real ONNX models, local files): multi-page and Group 4 TIFFs,
+scanned PDFs with and without text layers, born-digital pages, corrupt pages and the limits."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import img2pdf
+import numpy as np
+import pikepdf
+import pypdfium2
+import pytest
+from PIL import Image
+
+from services.config import Settings
+from services.documents import bilevel_threshold, document_kind
+from services.errors import DocumentTooLargeError, ImageDecodeError, ImageTooLargeError, UnsupportedImageError
+from services.jobs import Job
+from services.pipeline import Restorer
+
+
+def scan(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A gray 'scanned page': noisy paper with dark text-like bars."""
+    rng = np.random.default_rng(seed)
+    page = (rng.normal(225, 12, (height, width))).clip(0, 255).astype(np.uint8)
+    for row in range(height // 8, height - height // 8, max(height // 8, 4)):
+        page[row:row + max(height // 24, 2), width // 8:width - width // 8] = 25
+    return page
+
+
+def bilevel(height: int, width: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(scan(height, width, seed) > 128)
+
+
+def tiff_bytes(pages: list[Image.Image], compressions: list[str], dpi=(300, 300), photometric=None) -> bytes:
+    out = io.BytesIO()
+    from PIL import TiffImagePlugin
+
+    with TiffImagePlugin.AppendingTiffWriter(out, new=True) as writer:
+        for page, compression in zip(pages, compressions):
+            extra = {"tiffinfo": {262: photometric}} if photometric is not None and page.mode == "1" else {}
+            page.save(writer, format="TIFF", compression=compression, dpi=dpi, **extra)
+            writer.newFrame()
+    return out.getvalue()
+
+
+def restore(settings: Settings, tmp_path: Path, name: str, data: bytes, **job_fields):
+    source, target = tmp_path / name, tmp_path / "out" / name
+    source.write_bytes(data)
+    job = Job(task=job_fields.pop("task", "denoise"), profile=job_fields.pop("profile", "document"),
+              input_url=str(source), output_url=str(target), **job_fields)
+    return Restorer(settings).restore(job), target
+
+
+def frames(data: bytes) -> list[dict]:
+    image = Image.open(io.BytesIO(data))
+    found = []
+    for index in range(image.n_frames):
+        image.seek(index)
+        found.append({"mode": image.mode, "size": image.size, "compression": image.info.get("compression"),
+                      "dpi": tuple(round(v) for v in image.info["dpi"]), "photometric": image.tag_v2.get(262),
+                      "pixels": np.asarray(image.convert("L"))})
+    return found
+
+
+def test_three_page_mixed_tiff_comes_back_page_by_page(settings, tmp_path):
+    pages = [Image.fromarray(scan(120, 90, 1)),
+             Image.fromarray(np.dstack([scan(100, 140, 2), scan(100, 140, 3), scan(100, 140, 4)])),
+             bilevel(160, 110, 5)]
+    data = tiff_bytes(pages, ["tiff_lzw", "tiff_adobe_deflate", "group4"], dpi=(300, 300))
+    done, target = restore(settings, tmp_path, "three.tif", data, profile="photo")
+
+    written = frames(target.read_bytes())
+    assert [f["size"] for f in written] == [(90, 120), (140, 100), (110, 160)]  # same order, same sizes
+    assert [f["mode"] for f in written] == ["L", "RGB", "1"]
+    assert [f["compression"] for f in written] == ["tiff_lzw", "tiff_adobe_deflate", "group4"]
+    assert [f["photometric"] for f in written] == [1, 2, 1]
+    assert all(f["dpi"] == (300, 300) for f in written)
+    assert not np.array_equal(written[0]["pixels"], np.asarray(pages[0]))  # restored, not copied
+    assert done.result.pages.model_dump() == {"total": 3, "restored": 3, "passed_through": 0, "rendered": 0}
+    assert done.result.format == "TIFF" and done.result.bytes == len(target.read_bytes())
+    assert done.timings.infer > 0 and done.timings.decode > 0 and done.timings.encode > 0
+
+
+def test_group4_min_is_white_page_stays_group4_bilevel_and_compact(settings, tmp_path):
+    page = bilevel(400, 300, 7)
+    data = tiff_bytes([page], ["group4"], dpi=(200, 200), photometric=0)  # fax-style min-is-white
+    assert document_kind(data) == "tiff"  # one bilevel page is a document: Group 4 must survive
+    done, target = restore(settings, tmp_path, "fax.tif", data)
+
+    [written] = frames(target.read_bytes())
+    assert (written["mode"], written["compression"], written["photometric"], written["dpi"]) == \
+        ("1", "group4", 0, (200, 200))
+    # The tiny model is near the identity: thresholded back, the page keeps its ink where it was.
+    agreement = np.mean((written["pixels"] > 0) == np.asarray(page))
+    assert agreement > 0.97, agreement
+    assert done.result.bytes <= 1.5 * len(data)  # compact, not 8-bit deflate (which is ~4× larger)
+
+
+def test_bilevel_threshold_is_otsu_clamped_and_128_without_two_tones():
+    two_tones = np.array([20] * 300 + [240] * 700, dtype=np.uint8)
+    assert 96 <= bilevel_threshold(two_tones) <= 160
+    assert bilevel_threshold(np.full(1000, 250, dtype=np.uint8)) == 128
+    skewed = np.array([0] * 10 + [200] * 990, dtype=np.uint8)  # Otsu alone would split at 1
+    assert bilevel_threshold(skewed) == 96
+
+
+def scanned_pdf(with_outline: bool = True) -> bytes:
+    """img2pdf: a JPEG gray page and a Group 4 page, the way scanners export; then a bookmark and metadata."""
+    gray = io.BytesIO()
+    Image.fromarray(scan(300, 240, 11)).save(gray, format="JPEG", quality=75, dpi=(150, 150))
+    g4 = tiff_bytes([bilevel(330, 250, 12)], ["group4"], dpi=(200, 200), photometric=0)
+    data = img2pdf.convert([gray.getvalue(), g4])
+    pdf = pikepdf.open(io.BytesIO(data))
+    with pdf.open_metadata() as meta:
+        meta["dc:title"] = "Ledger 1931"
+    pdf.docinfo["/Title"] = "Ledger 1931"
+    if with_outline:
+        with pdf.open_outline() as outline:
+            outline.root.append(pikepdf.OutlineItem("Second page", 1))
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def pdf_images(data: bytes) -> list[dict]:
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        found = []
+        for page in pdf.pages:
+            [(name, image)] = list(page.obj.Resources.XObject.items())
+            filters = image.Filter if isinstance(image.Filter, pikepdf.Array) else [image.Filter]
+            found.append({"filter": "+".join(str(f) for f in filters), "bpc": int(image.BitsPerComponent),
+                          "size": (int(image.Width), int(image.Height)), "data": image.read_raw_bytes(),
+                          "mediabox": [float(v) for v in page.mediabox]})
+        return found
+
+
+def rendered(data: bytes, index: int) -> np.ndarray:
+    document = pypdfium2.PdfDocument(data)
+    try:
+        return np.asarray(document[index].render(scale=1).to_pil().convert("L"))
+    finally:
+        document.close()
+
+
+def test_scanned_pdf_images_are_replaced_in_place_keeping_pages_bookmarks_and_metadata(settings, tmp_path):
+    data = scanned_pdf()
+    before = pdf_images(data)
+    done, target = restore(settings, tmp_path, "scan.pdf", data)
+
+    after = pdf_images(target.read_bytes())
+    assert len(after) == 2
+    for old, new in zip(before, after):
+        assert (new["filter"], new["bpc"], new["size"], new["mediabox"]) == \
+            (old["filter"], old["bpc"], old["size"], old["mediabox"])
+    assert after[0]["data"] != before[0]["data"]  # the gray scan is restored (a clean G4 page may come back equal)
+    assert after[1]["filter"] == "/CCITTFaxDecode" and after[1]["bpc"] == 1
+    with pikepdf.open(target) as pdf:
+        assert str(pdf.docinfo["/Title"]) == "Ledger 1931"
+        assert pdf.open_metadata()["dc:title"] == "Ledger 1931"
+        with pdf.open_outline() as outline:
+            assert [item.title for item in outline.root] == ["Second page"]
+    # The G4 page still shows its ink (not inverted): dark bars on a white page.
+    page = rendered(target.read_bytes(), 1)
+    assert page.mean() > 150 and (page < 60).mean() > 0.05
+    assert done.result.pages.model_dump() == {"total": 2, "restored": 2, "passed_through": 0, "rendered": 0}
+    assert done.result.format == "PDF"
+
+
+def _page_with(pdf: pikepdf.Pdf, content: bytes, image: Image.Image | None, size=(200, 250)) -> None:
+    pdf.add_blank_page(page_size=size)
+    page = pdf.pages[-1]
+    font = pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica)
+    resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font))
+    if image is not None:
+        stream = pikepdf.Stream(pdf, image.tobytes())
+        stream.Type, stream.Subtype = pikepdf.Name.XObject, pikepdf.Name.Image
+        stream.Width, stream.Height = image.width, image.height
+        stream.ColorSpace, stream.BitsPerComponent = pikepdf.Name.DeviceGray, 8
+        resources.XObject = pikepdf.Dictionary(Im0=stream)
+    page.obj.Resources = resources
+    page.obj.Contents = pdf.make_stream(content)
+
+
+def page_text(data: bytes, index: int) -> str:
+    document = pypdfium2.PdfDocument(data)
+    try:
+        return document[index].get_textpage().get_text_range()
+    finally:
+        document.close()
+
+
+def test_text_layer_survives_born_digital_passes_through_and_mixed_pages_are_rendered(settings, tmp_path):
+    pdf = pikepdf.new()
+    picture = Image.fromarray(scan(250, 200, 21))
+    # 1: a scan with an invisible OCR layer (render mode 3) → image replaced in place, text kept.
+    _page_with(pdf, b"q 200 0 0 250 0 0 cm /Im0 Do Q BT 3 Tr /F1 12 Tf 20 200 Td (Invoice 4711) Tj ET", picture)
+    # 2: born-digital: visible text and a rule, no image → untouched.
+    born = b"BT /F1 14 Tf 20 200 Td (Annual report) Tj ET 0 0 1 RG 20 180 m 180 180 l S"
+    _page_with(pdf, born, None)
+    # 3: a scan with a visible stamp over it → rendered, restored, redrawn.
+    _page_with(pdf, b"q 200 0 0 250 0 0 cm /Im0 Do Q BT /F1 18 Tf 30 30 Td (PAID) Tj ET", picture)
+    source = io.BytesIO()
+    pdf.save(source)
+    data = source.getvalue()
+
+    done, target = restore(settings, tmp_path, "mixed.pdf", data)
+    out = target.read_bytes()
+    assert done.result.pages.model_dump() == {"total": 3, "restored": 2, "passed_through": 1, "rendered": 1}
+    assert "Invoice 4711" in page_text(out, 0)
+    with pikepdf.open(io.BytesIO(out)) as result, pikepdf.open(io.BytesIO(data)) as original:
+        assert len(result.pages) == 3
+        assert result.pages[1].obj.Contents.read_bytes() == original.pages[1].obj.Contents.read_bytes()
+        first = result.pages[0].obj.Resources.XObject.Im0
+        assert first.read_bytes() != original.pages[0].obj.Resources.XObject.Im0.read_bytes()
+        third = result.pages[2].obj
+        assert list(third.Resources.XObject.keys()) == ["/Im0"] and "Do" in third.Contents.read_bytes().decode()
+        assert [float(v) for v in result.pages[2].mediabox] == [0, 0, 200, 250]
+    assert "Annual report" in page_text(out, 1)
+
+
+def corrupt_second_page(data: bytes) -> bytes:
+    image = Image.open(io.BytesIO(data))
+    image.seek(1)
+    offset, length = image.tag_v2[273][0], image.tag_v2[279][0]
+    broken = bytearray(data)
+    broken[offset:offset + length] = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    return bytes(broken)
+
+
+def test_corrupt_page_fails_the_document_with_its_number_and_writes_nothing(settings, tmp_path):
+    pages = [Image.fromarray(scan(80, 60, s)) for s in range(3)]
+    data = corrupt_second_page(tiff_bytes(pages, ["tiff_adobe_deflate"] * 3))
+    with pytest.raises(ImageDecodeError, match="page 2 of 3"):
+        restore(settings, tmp_path, "broken.tif", data)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_corrupt_pdf_image_names_the_page(settings, tmp_path):
+    pdf = pikepdf.open(io.BytesIO(scanned_pdf(with_outline=False)))
+    image = pdf.pages[1].obj.Resources.XObject
+    [name] = list(image.keys())
+    image[name].write(b"\x00garbage" * 50, filter=pikepdf.Name.FlateDecode)
+    out = io.BytesIO()
+    pdf.save(out)
+    with pytest.raises(ImageDecodeError, match="page 2 of 2"):
+        restore(settings, tmp_path, "broken.pdf", out.getvalue())
+    assert not (tmp_path / "out" / "broken.pdf").exists()
+
+
+def test_page_and_pixel_limits_fail_early_with_the_setting_named(tiny_model_dir, tmp_path):
+    pages = [Image.fromarray(scan(80, 60, s)) for s in range(3)]
+    data = tiff_bytes(pages, ["tiff_lzw"] * 3)
+    with pytest.raises(DocumentTooLargeError, match="IMGRESTORE_MAX_DOCUMENT_PAGES"):
+        restore(Settings(model_dir=tiny_model_dir, max_document_pages=2), tmp_path, "long.tif", data)
+    with pytest.raises(ImageTooLargeError, match=r"page 1 of 3.*IMGRESTORE_MAX_PAGE_PIXELS"):
+        restore(Settings(model_dir=tiny_model_dir, max_page_pixels=1000), tmp_path, "big.tif", data)
+    assert not (tmp_path / "out").exists()
+
+
+def test_documents_refuse_a_single_image_output_format(settings, tmp_path):
+    data = tiff_bytes([Image.fromarray(scan(40, 40, s)) for s in range(2)], ["tiff_lzw"] * 2)
+    with pytest.raises(UnsupportedImageError, match="same kind of document"):
+        restore(settings, tmp_path, "two.tif", data, options={"output_format": "png"})
+
+
+def test_single_page_gray_tiff_still_takes_the_single_image_path():
+    out = io.BytesIO()
+    Image.fromarray(scan(40, 40)).save(out, format="TIFF")
+    assert document_kind(out.getvalue()) is None
+    assert document_kind(b"%PDF-1.7\n...") == "pdf"
