@@ -85,6 +85,13 @@ class BatchStore:
             pipe.execute()
         return batch
 
+    def discard(self, batch_id: str) -> None:
+        """Removes a batch nothing was queued for (its creation failed half-way): it would read as submitting."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self.key(batch_id))
+            pipe.zrem(self.recent_key, batch_id)
+            pipe.execute()
+
     def get(self, batch_id: str) -> Batch:
         raw = self.redis.hgetall(self.key(batch_id))
         if not raw:

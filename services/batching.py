@@ -118,8 +118,14 @@ class BatchSubmitter:
             raise InvalidJobError(f"{prefix_url}: a batch prefix must be an s3:// URL")
         batch.source = prefix_root(prefix_url)
         self.batches.create(batch)
-        send(self.app, EXPAND_TASK, [batch.id, batch.source, include or DEFAULT_INCLUDE, ""],
-             self.settings.control_queue)
+        try:
+            send(self.app, EXPAND_TASK, [batch.id, batch.source, include or DEFAULT_INCLUDE, ""],
+                 self.settings.control_queue)
+        except BaseException:
+            # No message, no expansion: the batch would read "submitting" for ever, and the client, who gets the
+            # error and not its id, retries as a new batch.
+            self.batches.discard(batch.id)
+            raise
         return batch
 
     def expand_step(self, batch_id: str, root: str, include: list[str], start_after: str,

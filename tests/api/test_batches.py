@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import kombu.exceptions
 import pytest
 
 from services.batches import Batch
@@ -105,3 +106,15 @@ def test_batch_idempotency(client, ctx):
     # A job and a batch with the same key are different requests too.
     job = client.post("/v1/jobs", json={"task": "watermark", "input_url": "s3://scans/w/a.png"}, headers=auth() | key)
     assert job.status_code == 409
+
+
+def test_a_prefix_batch_whose_message_cannot_be_published_leaves_no_batch(client, ctx, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise kombu.exceptions.OperationalError("Error while reading from socket")
+
+    monkeypatch.setattr(ctx.batch_submitter.app, "send_task", refuse)
+    before = ctx.redis.zcard(ctx.batches.recent_key)
+    response = client.post("/v1/batches", json={"task": "denoise", "prefix": "s3://scans/lost/"}, headers=auth())
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert response.json()["error"]["type"] == "queue_unavailable" and "socket" not in response.text
+    assert ctx.redis.zcard(ctx.batches.recent_key) == before  # no batch stuck in "submitting"
