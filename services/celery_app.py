@@ -71,13 +71,14 @@ def celery_config(settings: Settings) -> dict:
     }
 
 
-def send(app: Celery, name: str, args: list, queue: str, task_id: str | None = None) -> None:
+def send(app: Celery, name: str, args: list, queue: str, task_id: str | None = None,
+         countdown: float | None = None) -> None:
     """Publishes a task whose outcome lives elsewhere (job store, batch counters, logs).
 
     ``send_task`` ignores ``task_ignore_result``: unless told per call, it subscribes to each task's result channel
     in Redis — a subscription (and memory) per job that a backfill of millions would never release.
     """
-    app.send_task(name, args=args, queue=queue, task_id=task_id, ignore_result=True)
+    app.send_task(name, args=args, queue=queue, task_id=task_id, ignore_result=True, countdown=countdown)
 
 
 def encode_message(app: Celery, name: str, args: list, queue: str, task_id: str) -> str:

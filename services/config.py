@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from .callbacks import Egress
 
 PACKAGED_MODEL_DIR = Path(__file__).parent / "models"
 
@@ -85,6 +88,10 @@ class Settings(BaseSettings):
 
     # --- worker process ---
     metrics_port: int = Field(9808, ge=0, description="Worker metrics endpoint port; 0 turns it off.")
+    metrics_host: str = Field(
+        "0.0.0.0", description="Address the worker metrics endpoint binds: 127.0.0.1 (or the pod IP) keeps it off "
+        "other networks; it has no authentication."
+    )
     worker_soft_shutdown_timeout: float = Field(
         600.0, ge=0, description="On SIGTERM, seconds running jobs get to finish before they are requeued."
     )
@@ -103,6 +110,17 @@ class Settings(BaseSettings):
     api_thumbnail_max_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Larger images get no thumbnail (the API reads them whole)."
     )
+    api_thumbnail_max_pixels: int = Field(
+        16_000_000, gt=0, description="Thumbnails are made of images up to this many pixels (far below "
+        "IMGRESTORE_MAX_PIXELS: the API's memory is small)."
+    )
+    api_thumbnail_concurrency: int = Field(
+        2, ge=1, description="Thumbnail decodes running at once in the API process; more wait (503 after 10 s)."
+    )
+    api_docs: bool = Field(
+        False, description="Serve /docs (Swagger UI, which loads its script from a CDN); /openapi.json is always "
+        "served."
+    )
     max_queued_jobs: int = Field(
         1_000_000, ge=0, description="Submissions are refused (429) while this many jobs wait in all queues "
         "together; 0: no cap. Size it below what Redis can hold (about 4 KB a queued job)."
@@ -116,8 +134,19 @@ class Settings(BaseSettings):
 
     # --- webhooks ---
     callback_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing webhook bodies.")
-    callback_timeout: float = Field(5.0, gt=0)
+    callback_timeout: float = Field(
+        5.0, gt=0, description="Overall deadline of one webhook attempt: connect, send and the whole answer."
+    )
     callback_max_attempts: int = Field(5, ge=1)
+    callback_max_response_bytes: int = Field(65_536, ge=0, description="At most this much of an answer is read.")
+    callback_sender_threads: int = Field(
+        4, ge=1, description="Webhook sender threads per worker process (off the restore path)."
+    )
+    callback_allowed_networks: str = Field(
+        "", description="Comma list of CIDRs webhooks may reach although not public (in-cluster receivers), "
+        "e.g. 10.0.0.0/8. Empty: public addresses only."
+    )
+
 
     # --- logging ---
     log_level: str = "INFO"
@@ -134,6 +163,21 @@ class Settings(BaseSettings):
         if self.s3_endpoint_url is None:
             self.s3_endpoint_url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         return self
+
+    @field_validator("callback_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from .callbacks import parse_networks
+
+        parse_networks(value)  # a malformed entry fails at startup, naming itself
+        return value
+
+    @property
+    def callback_egress(self) -> "Egress":
+        from .callbacks import Egress, parse_networks
+
+        return Egress(parse_networks(self.callback_allowed_networks), self.callback_timeout,
+                      self.callback_max_response_bytes)
 
     def queue_for(self, task: str) -> str:
         return f"{self.queue_prefix}{task}"

@@ -91,7 +91,7 @@ def decode(data: bytes, max_pixels: int) -> DecodedImage:
         if looks_like:
             raise ImageDecodeError(f"corrupt {looks_like} file: its header cannot be read")
         raise ImageDecodeError(f"not a recognised image format (file starts with {data[:16]!r})")
-    _check_supported(image, max_pixels)
+    check_supported(image, max_pixels)
     fmt, info = image.format, dict(image.info)
     try:
         image.load()
@@ -112,7 +112,9 @@ def _sniff(data: bytes) -> str | None:
     return next((name for magic, name in _MAGIC.items() if data.startswith(magic)), None)
 
 
-def _check_supported(image: Image.Image, max_pixels: int) -> None:
+def check_supported(image: Image.Image, max_pixels: int, limit_name: str = "IMGRESTORE_MAX_PIXELS") -> None:
+    """Refuses, from the header alone, what cannot or must not be decoded: unknown formats and modes, animations,
+    and more than ``max_pixels`` pixels (``limit_name`` says which setting sets it)."""
     if image.format not in OUTPUT_FORMAT_OF:
         raise UnsupportedImageError(f"{image.format} images are not supported; use PNG, JPEG, TIFF, WebP or BMP")
     frames = getattr(image, "n_frames", 1)
@@ -125,7 +127,7 @@ def _check_supported(image: Image.Image, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"{width}×{height} = {width * height / 1e6:.1f} MP exceeds the limit of {max_pixels / 1e6:.1f} MP "
-            "(IMGRESTORE_MAX_PIXELS)"
+            f"({limit_name})"
         )
     if image.mode not in _GRAY_MODES | _RGB_MODES:
         raise UnsupportedImageError(f"pixel mode {image.mode} is not supported")

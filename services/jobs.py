@@ -37,6 +37,17 @@ class JobState(str, Enum):
         return self in (JobState.succeeded, JobState.failed)
 
 
+# Per-job tile sizes allowed by the API and `imgrestore run`: working memory grows with the square of the tile (4096
+# on a 16.7 MP photo peaked at 5.2 GB, 7× the default), and tiny tiles multiply the overlap computed twice (32: 3.4×
+# the CPU). Workers clamp whatever reaches them (older records, other clients) into the same range.
+TILE_SIZE_MIN = 128
+TILE_SIZE_MAX = 1024
+
+
+def bounded_tile_size(size: int) -> int:
+    return min(max(size, TILE_SIZE_MIN), TILE_SIZE_MAX)
+
+
 class JobOptions(BaseModel):
     """Per-job knobs; anything left unset takes the service settings."""
 

@@ -12,9 +12,23 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "ta
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@", re.I)
 
 
+# Webhook URLs are chosen by clients, who often put a token in the query string; S3 presigned URLs carry signatures.
+_HTTP_QUERY = re.compile(r"(?P<base>https?://[^\s?#'\"<>]*)\?[^\s'\"<>]*", re.I)
+
+
 def redact(text: str) -> str:
-    """Hides the password of any ``scheme://user:password@host`` URL in ``text``."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    """Hides the password of any ``scheme://user:password@host`` URL and the query string of any http(s) URL."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _HTTP_QUERY.sub(lambda m: f"{m['base']}?…", text)
+
+
+def _redacted(value: object) -> object:
+    """Extras too: a URL passed as a field is as secret as one in the message."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (dict, list, tuple)):
+        return json.loads(redact(json.dumps(value, default=str)))
+    return value
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,7 +41,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                payload[key] = value
+                payload[key] = _redacted(value)
         if record.exc_info:
             payload["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(payload, default=str)
@@ -36,7 +50,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(
-            f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
+            f"{k}={_redacted(v)}" for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
         )
         line = f"{record.levelname.lower():7} {record.name}: {redact(record.getMessage())}"
         return f"{line} {extras}".rstrip()

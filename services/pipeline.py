@@ -17,7 +17,7 @@ from .config import Settings
 from .content import guess_profile
 from .imaging import decode, encode
 from .inference import InferenceOutput, TileSettings, run_model
-from .jobs import Job, OutputInfo, Profile, StageTimings, Task
+from .jobs import Job, OutputInfo, Profile, StageTimings, Task, bounded_tile_size
 from .registry import LoadedModel, ModelRegistry
 from .storage import StorageRouter
 
@@ -99,7 +99,8 @@ class Restorer:
         spec = self.registry.resolve(job.task.value, profile)
         model = self.registry.load(spec)
         tiling = TileSettings(
-            tile_size=job.options.tile_size or self.settings.tile_size or spec.tiling.tile_size,
+            tile_size=(bounded_tile_size(job.options.tile_size) if job.options.tile_size else
+                       self.settings.tile_size or spec.tiling.tile_size),
             overlap=self.settings.tile_overlap if self.settings.tile_overlap is not None else spec.tiling.overlap,
             batch_size=self.settings.tile_batch_size,
         )

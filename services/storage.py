@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from .errors import (
     TransientStorageError,
     UnsupportedURLError,
 )
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif")
 
@@ -61,11 +64,34 @@ def local_path(url: str) -> Path:
     return Path(url)
 
 
-def split_s3_url(url: str) -> tuple[str, str]:
-    parsed = urlparse(url)
-    if parsed.scheme != "s3" or not parsed.netloc:
+def split_s3_url(url: str, prefix: bool = False) -> tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key): the one reading of an S3 URL that the API's checks and the storage
+    layer share. The key is taken verbatim (no decoding, no stripping): ``s3://b//in/x.png`` is refused instead of
+    silently becoming ``in/x.png``, and so are ``.``/``..`` segments, which a path-normalising S3 gateway would
+    resolve elsewhere. With ``prefix=True`` an empty key or a trailing ``/`` (a folder) is allowed."""
+    if not url.startswith("s3://"):
         raise UnsupportedURLError(f"{url}: expected s3://bucket/key")
-    return parsed.netloc, parsed.path.lstrip("/")
+    bucket, _, key = url[len("s3://"):].partition("/")
+    if not bucket or any(c in bucket for c in "?#\\"):
+        raise UnsupportedURLError(f"{url}: expected s3://bucket/key")
+    problem = key_problem(key, prefix)
+    if problem:
+        raise UnsupportedURLError(f"{url}: {problem}")
+    return bucket, key
+
+
+def key_problem(key: str, prefix: bool = False) -> str | None:
+    """Why an S3 key is not one imgrestore reads or writes (None: it is fine)."""
+    segments = key.split("/")
+    if prefix and segments[-1] == "":
+        segments = segments[:-1]  # "scans/" is the folder scans
+    if not prefix and (not key or key.endswith("/")):
+        return "names a prefix, not an object"
+    if any(segment == "" for segment in segments):
+        return "empty path segment ('//' or a leading '/'): refused, it would be read as another key"
+    if any(segment in (".", "..") for segment in segments):
+        return "'.' and '..' path segments are not allowed"
+    return None
 
 
 class LocalStorage:
@@ -187,7 +213,7 @@ class S3Storage:
     def list(self, prefix_url: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
         """Page by page (1000 keys a request), so memory stays flat for any number of keys; in key order,
         optionally resuming after the URL ``start_after``."""
-        bucket, prefix = split_s3_url(prefix_url)
+        bucket, prefix = split_s3_url(prefix_url, prefix=True)
         paginator = self.client.get_paginator("list_objects_v2")
         kwargs = {"Bucket": bucket, "Prefix": prefix}
         if start_after:
@@ -195,6 +221,13 @@ class S3Storage:
         with _classified(prefix_url):
             for page in paginator.paginate(**kwargs):
                 for item in page.get("Contents", ()):
+                    if item["Key"].endswith("/"):
+                        continue  # a "folder" marker object, not an image
+                    problem = key_problem(item["Key"])
+                    if problem:  # a key no job may read or write: skipped, never becomes a job
+                        log.warning("listing skipped a key", extra={"url": f"s3://{bucket}/{item['Key']}"[:1024],
+                                                                    "reason": problem})
+                        continue
                     yield ObjectInfo(f"s3://{bucket}/{item['Key']}", int(item["Size"]), item["ETag"].strip('"'))
 
 

@@ -1,7 +1,7 @@
 """Celery worker: ``celery -A services.worker worker`` (or ``imgrestore worker``).
 
 Tasks are thin: ``imgrestore.restore`` hands a job to ``execution.JobRunner``; ``imgrestore.expand_batch`` lists a
-batch's S3 prefix a few pages at a time; ``imgrestore.notify`` delivers a webhook with retries. Metrics from the
+batch's S3 prefix a few pages at a time; ``imgrestore.notify`` hands a webhook to the process's sender threads (retried with backoff). Metrics from the
 pool's child processes are aggregated (prometheus_client multiprocess mode) and served by the main process.
 """
 
@@ -63,8 +63,8 @@ def _send_notification(note: Notification) -> None:
         patiently(lambda: send(app, NOTIFY_TASK, [note.url, note.event, note.payload], settings.control_queue),
                   runner().store.redis, settings.redis_outage_wait, "webhook task")
     except RedisUnavailable as exc:  # the job itself is final and recorded: only its webhook is lost
-        log.error("webhook not queued: Redis unavailable", extra={"url": note.url, "event": note.event,
-                                                                   "error": str(exc)})
+        log.error("webhook not queued: Redis unavailable", extra={"url": callbacks.redact_url(note.url),
+                                                                   "event": note.event, "error": str(exc)})
 
 
 # Every retry below goes through ``outages.retry_task``, never ``self.retry``: Celery's retry turns a failed publish
@@ -136,18 +136,52 @@ def ping_task() -> str:
 
 
 @app.task(name=NOTIFY_TASK, bind=True, max_retries=None, Request=OutageSafeRequest)
-def notify_task(self, url: str, event: str, payload: dict) -> dict:
+def notify_task(self, url: str, event: str, payload: dict, attempt: int = 0) -> dict:
+    """Hands the webhook to this process's sender threads and returns at once: a slow receiver never holds a
+    restore slot. When every sender is busy, the task comes back a second later (backpressure via the broker)."""
+    settings = get_settings()
+    if not sender().offer(url, event, payload, attempt):
+        raise retry_task(self, 1.0, runner().store.redis, settings.redis_outage_wait)
+    return {"url": callbacks.redact_url(url), "event": event, "attempt": attempt, "handed_off": True}
+
+
+_sender: callbacks.CallbackSender | None = None
+
+
+def sender() -> callbacks.CallbackSender:
+    """One per worker process, created after the fork (threads do not survive one)."""
+    global _sender
+    if _sender is None:
+        _sender = callbacks.CallbackSender(_deliver, threads=get_settings().callback_sender_threads)
+    return _sender
+
+
+def _deliver(url: str, event: str, payload: dict, attempt: int) -> None:
+    """One attempt, in a sender thread; a failure worth retrying is published again with backoff."""
     settings = get_settings()
     secret = settings.callback_secret.get_secret_value() if settings.callback_secret else None
+    shown = {"url": callbacks.redact_url(url), "event": event, "attempt": attempt + 1}
     try:
-        status = callbacks.post(url, event, payload, secret, settings.callback_timeout)
+        status = callbacks.post(url, event, payload, secret, settings.callback_egress)
+    except callbacks.CallbackRefused as exc:
+        log.error("webhook refused", extra={**shown, "error": str(exc)})
+        return
     except callbacks.CallbackFailed as exc:
-        if self.request.retries + 1 >= settings.callback_max_attempts:
-            log.error("webhook given up", extra={"url": url, "event": event, "error": str(exc)})
-            return {"url": url, "delivered": False, "error": str(exc)}
-        delay = retry_delay(self.request.retries, settings.retry_backoff_base, settings.retry_backoff_max)
-        raise retry_task(self, delay, runner().store.redis, settings.redis_outage_wait)
-    return {"url": url, "delivered": status < 400, "status": status}
+        if attempt + 1 >= settings.callback_max_attempts:
+            log.error("webhook given up", extra={**shown, "error": str(exc)})
+            return
+        delay = retry_delay(attempt, settings.retry_backoff_base, settings.retry_backoff_max)
+        log.warning("webhook failed, retrying", extra={**shown, "error": str(exc), "retry_in": round(delay, 2)})
+        try:
+            send(app, NOTIFY_TASK, [url, event, payload, attempt + 1], settings.control_queue, countdown=delay)
+        except Exception as gone:  # the broker is away: the job is final and recorded, only its webhook is lost
+            log.error("webhook retry not queued", extra={**shown, "error": str(gone)})
+        return
+    if 200 <= status < 300:
+        log.info("webhook delivered", extra={**shown, "status": status})
+    else:
+        log.warning("webhook not accepted (redirects are not followed)" if 300 <= status < 400 else
+                    "webhook refused by its receiver", extra={**shown, "status": status})
 
 
 @signals.setup_logging.connect
@@ -158,7 +192,8 @@ def _setup_logging(**_: object) -> None:
 
 @signals.worker_init.connect
 def _serve_metrics(**_: object) -> None:
-    port = get_settings().metrics_port
+    settings = get_settings()
+    port, host = settings.metrics_port, settings.metrics_host
     if not port:
         return
     from prometheus_client import CollectorRegistry, start_http_server
@@ -167,8 +202,8 @@ def _serve_metrics(**_: object) -> None:
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
     try:
-        start_http_server(port, registry=registry)
-        log.info("worker metrics served", extra={"port": port})
+        start_http_server(port, addr=host, registry=registry)
+        log.info("worker metrics served", extra={"host": host, "port": port})
     except OSError as exc:  # another worker on this host has the port: run without an endpoint
         log.warning("worker metrics endpoint not started", extra={"port": port, "error": str(exc)})
 
@@ -177,6 +212,8 @@ def _serve_metrics(**_: object) -> None:
 def _forget_child_metrics(pid: int | None = None, **_: object) -> None:
     from prometheus_client import multiprocess
 
+    if _sender is not None:  # attempts under way finish (each within IMGRESTORE_CALLBACK_TIMEOUT)
+        _sender.close(wait=True)
     multiprocess.mark_process_dead(pid or os.getpid())
 
 

@@ -50,7 +50,9 @@ def create_app(settings: Settings | None = None, celery_app: Celery | None = Non
         batch_submitter=BatchSubmitter(settings, store, batch_store, submitter, celery), celery=celery,
         storage=storage,
         idempotency=IdempotencyStore(store.redis, settings.key_prefix, settings.api_idempotency_ttl_seconds),
-        thumbnails=Thumbnailer(storage, settings.max_pixels, settings.api_thumbnail_max_bytes, ThumbnailCache()),
+        thumbnails=Thumbnailer(storage, min(settings.api_thumbnail_max_pixels, settings.max_pixels),
+                               settings.api_thumbnail_max_bytes, ThumbnailCache(),
+                               concurrency=settings.api_thumbnail_concurrency, job_max_pixels=settings.max_pixels),
         metrics=metrics,
     )
 
@@ -63,7 +65,8 @@ def create_app(settings: Settings | None = None, celery_app: Celery | None = Non
         yield
 
     app = FastAPI(title="imgrestore API", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+                  # Swagger UI loads its script from a CDN: off unless asked for (IMGRESTORE_API_DOCS).
+                  docs_url="/docs" if settings.api_docs else None, redoc_url=None, openapi_url="/openapi.json")
     app.state.ctx = ctx
     errors.install(app)
     for module in (jobs, batches, health, ui):

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..batches import Batch
-from ..jobs import Job, JobError, JobOptions, JobState, Profile, Task
+from ..jobs import TILE_SIZE_MAX, TILE_SIZE_MIN, Job, JobError, JobOptions, JobState, Profile, Task
 from .urls import CALLBACK_PATTERN, S3_OBJECT_PATTERN, S3_PREFIX_PATTERN
 
 URL_MAX = 1024
@@ -29,7 +29,8 @@ class OptionsIn(BaseModel):
     output_format: Literal["png", "jpeg", "jpg", "tiff", "tif", "webp", "bmp"] | None = Field(
         None, description="Default: the input's format")
     jpeg_quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality")
-    tile_size: int | None = Field(None, ge=32, le=4096, description="Overrides the model's tile size")
+    tile_size: int | None = Field(None, ge=TILE_SIZE_MIN, le=TILE_SIZE_MAX,
+                                  description="Overrides the model's tile size (memory grows with its square)")
 
     def to_job_options(self) -> JobOptions:
         return JobOptions(**self.model_dump())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from ..callbacks import CallbackRefused, IPNetwork, check_target
+from ..storage import key_problem
 from .errors import ApiError
 
 BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
@@ -21,15 +23,17 @@ _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\?#]")
 _CHAR = r"[^/?#\\\x00-\x1f\x7f]"
 _NON_DOT = r"[^/.?#\\\x00-\x1f\x7f]"
 _SEGMENT = rf"(?:{_NON_DOT}|\.{_NON_DOT}|\.\.{_CHAR}){_CHAR}*"
-S3_OBJECT_PATTERN = rf"^s3://{BUCKET}/(?:(?:{_SEGMENT})?/)*{_SEGMENT}$"
-S3_PREFIX_PATTERN = rf"^s3://{BUCKET}(?:/(?:(?:{_SEGMENT})?/)*(?:{_SEGMENT})?)?$"
+# No empty segments: "s3://b//in/x" would otherwise be checked as one key and written as another.
+S3_OBJECT_PATTERN = rf"^s3://{BUCKET}/(?:{_SEGMENT}/)*{_SEGMENT}$"
+S3_PREFIX_PATTERN = rf"^s3://{BUCKET}(?:/(?:{_SEGMENT}/)*(?:{_SEGMENT})?)?$"
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"  # a host name or IPv4 address (no IPv6 literals)
 CALLBACK_PATTERN = rf"^https?://{_HOST}(?::{_PORT})?(?:[/?#][^\x00-\x20\x7f]*)?$"
 
 
 def s3_parts(url: str) -> tuple[str, str] | None:
-    """``s3://bucket/key`` → (bucket, key), splitting on the first slash only (no URL decoding, no query)."""
+    """``s3://bucket/key`` → (bucket, key), splitting on the first slash only (no URL decoding, no query), as
+    ``storage.split_s3_url`` does."""
     if not url.startswith("s3://"):
         return None
     bucket, _, key = url[len("s3://"):].partition("/")
@@ -52,16 +56,19 @@ def check_s3_url(url: str, what: str, prefix: bool = False) -> str:
     bucket, key = s3_parts(url)  # type: ignore[misc]
     if not re.fullmatch(BUCKET, bucket):
         raise _invalid(what, f"{bucket[:70]!r} is not a valid bucket name")
-    if any(segment in (".", "..") for segment in key.split("/")):
-        raise _invalid(what, "'.' and '..' path segments are not allowed")
-    if not prefix and (not key or key.endswith("/")):
+    problem = key_problem(key, prefix)  # the storage layer's own rule: what passes here is what a worker reads
+    if problem == "names a prefix, not an object":
         raise _invalid(what, f"{url} names a prefix, not an object")
+    if problem:
+        raise _invalid(what, problem)
     if not re.fullmatch(S3_PREFIX_PATTERN if prefix else S3_OBJECT_PATTERN, url):
         raise _invalid(what, f"{url[:200]!r} is not a valid s3:// URL")
     return url
 
 
-def check_callback_url(url: str) -> str:
+def check_callback_url(url: str, allowed_networks: tuple[IPNetwork, ...] = ()) -> str:
+    """Syntax, then egress: a host that is (or resolves to) a loopback, private, link-local, multicast or
+    unspecified address is refused unless ``allowed_networks`` (IMGRESTORE_CALLBACK_ALLOWED_NETWORKS) lists it."""
     what = "callback_url"
     if re.search(r"[\x00-\x20\x7f]", url):
         raise _invalid(what, "whitespace and control characters are not allowed")
@@ -78,4 +85,8 @@ def check_callback_url(url: str) -> str:
         raise _invalid(what, "port 0 is not a valid port")
     if not re.fullmatch(CALLBACK_PATTERN, url):
         raise _invalid(what, "not a valid http(s) URL (host name or IPv4 address, optional port, path)")
+    try:
+        check_target(url, allowed_networks)
+    except CallbackRefused as exc:
+        raise _invalid(what, str(exc)) from None
     return url

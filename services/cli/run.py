@@ -16,7 +16,7 @@ from rich.table import Table
 from ..documents import DOCUMENT_SUFFIXES
 from ..errors import ImgRestoreError, InvalidJobError
 from ..imaging import EXTENSIONS, normalize_format
-from ..jobs import Job, JobOptions, Profile, Task
+from ..jobs import TILE_SIZE_MAX, TILE_SIZE_MIN, Job, JobOptions, Profile, Task
 from ..pipeline import Restorer
 from ..storage import IMAGE_SUFFIXES, StorageRouter, is_s3_url, local_path, split_s3_url
 from .common import EXIT_FAILED, EXIT_USAGE, cli, echo_json, quiet_logging, settings
@@ -41,6 +41,11 @@ def join_url(base: str, relative: str) -> str:
     if is_s3_url(base):
         return base.rstrip("/") + "/" + relative
     return str(local_path(base) / relative)
+
+
+def _location(url: str) -> str:
+    """What a URL really names, for comparing an output with the inputs (``./a/../x.png`` is ``x.png``)."""
+    return url if is_s3_url(url) else str(local_path(url).resolve())
 
 
 def is_image_name(name: str) -> bool:
@@ -71,7 +76,7 @@ def expand_inputs(inputs: list[str], out_dir: str, storage: StorageRouter) -> li
 
 
 def _expand_s3(url: str, storage: StorageRouter) -> list[WorkItem]:
-    bucket, key = split_s3_url(url)
+    bucket, key = split_s3_url(url, prefix=True)
     if key and not key.endswith("/") and storage.s3.head(url) is not None:
         return [WorkItem(url, posixpath.basename(key))]
     prefix = key if not key or key.endswith("/") else key + "/"
@@ -87,8 +92,14 @@ def _expand_s3(url: str, storage: StorageRouter) -> list[WorkItem]:
 
 def check_collisions(items: list[WorkItem], out_dir: str, output_format: str | None) -> None:
     seen: dict[str, str] = {}
+    inputs = {_location(item.input_url) for item in items}
     for item in items:
         target = item.output_url(out_dir, output_format)
+        if _location(target) in inputs:
+            same = _location(target) == _location(item.input_url)
+            raise InvalidJobError(f"{item.input_url} would be written to {target}, "
+                                  f"{'itself' if same else 'another input'}; restoring in place would destroy it: "
+                                  "choose another output folder")
         if target in seen:
             raise InvalidJobError(
                 f"{seen[target]} and {item.input_url} would both be written to {target}; "
@@ -104,7 +115,8 @@ def check_collisions(items: list[WorkItem], out_dir: str, output_format: str | N
 @click.option("--output", "-o", "out_dir", required=True, help="Output folder (or s3://bucket/prefix/).")
 @click.option("--format", "output_format", help="png, jpeg, tiff, webp or bmp (default: each input's format).")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100))
-@click.option("--tile-size", type=click.IntRange(32, 4096))
+@click.option("--tile-size", type=click.IntRange(TILE_SIZE_MIN, TILE_SIZE_MAX),
+              help="Tile size override; memory grows with its square.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--verbose", "-v", is_flag=True)
 @click.argument("inputs", nargs=-1, required=True)

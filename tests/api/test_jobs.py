@@ -95,14 +95,14 @@ def test_cancel_a_queued_job_once_and_never_a_running_one(client, ctx):
 
 
 def test_cancelling_a_job_with_a_callback_queues_its_webhook(client, ctx):
-    job_id = _submit(client, callback_url="http://127.0.0.1:9/hook").json()["id"]
+    job_id = _submit(client, callback_url="https://hooks.example/hook").json()["id"]
     control = ctx.settings.control_queue
     before = len(_queued_messages(ctx, control))
     assert client.delete(f"/v1/jobs/{job_id}", headers=auth()).status_code == 200
     messages = _queued_messages(ctx, control)[: len(_queued_messages(ctx, control)) - before]
     notes = [m for m in messages if m["headers"]["task"] == "imgrestore.notify"]
     assert len(notes) == 1
-    assert notes[0]["headers"]["argsrepr"].startswith("['http://127.0.0.1:9/hook', 'job.finished'")
+    assert notes[0]["headers"]["argsrepr"].startswith("['https://hooks.example/hook', 'job.finished'")
 
 
 def test_idempotency_key_returns_the_original_job(client, ctx):

@@ -90,11 +90,11 @@ def test_a_job_runs_and_its_thumbnails_are_served(http, s3_client, api_bucket):
     assert job["timings"]["infer"] > 0 and job["result"]["width"] == 300
 
     for which in ("input", "output"):
-        response = http.get(f"/v1/jobs/{job_id}/thumbnail/{which}", params={"size": 120})
+        response = http.get(f"/v1/jobs/{job_id}/thumbnail/{which}", params={"size": 144})
         assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
         thumb = Image.open(io.BytesIO(response.content))
-        assert thumb.format == "JPEG" and thumb.size == (120, 80)  # fits 120×120, aspect kept
-        again = http.get(f"/v1/jobs/{job_id}/thumbnail/{which}", params={"size": 120},
+        assert thumb.format == "JPEG" and thumb.size == (144, 96)  # fits 144×144, aspect kept
+        again = http.get(f"/v1/jobs/{job_id}/thumbnail/{which}", params={"size": 144},
                          headers={"If-None-Match": response.headers["ETag"]})
         assert again.status_code == 304 and not again.content
 
@@ -175,7 +175,9 @@ class _Receiver(BaseHTTPRequestHandler):
 
 def test_webhooks_for_a_job_and_a_batch_arrive_signed(make_service, s3_client, api_bucket, tmp_path):
     secret = f"whsec-{uuid.uuid4().hex}"
-    service = make_service(workers=1, IMGRESTORE_CALLBACK_SECRET=secret)
+    # The receiver is on loopback, which webhooks may reach only when allowed (issue 11).
+    service = make_service(workers=1, IMGRESTORE_CALLBACK_SECRET=secret,
+                           IMGRESTORE_CALLBACK_ALLOWED_NETWORKS="127.0.0.1/32")
     api = start_api({**service.env, **_tokens_env(api_bucket)}, tmp_path, name="api-hooks")
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), type("Receiver", (_Receiver,), {"received": []}))
     thread = threading.Thread(target=receiver.serve_forever, daemon=True)

@@ -28,7 +28,7 @@ SCAN_LIMIT = 1_000  # batches.recent keeps this many
 def _check(body: BatchCreate, principal: Principal, ctx: ApiContext) -> Batch:
     """Syntax (422), limits (422) and the allow-list (403) of every location the batch will read or write."""
     if body.callback_url is not None:
-        check_callback_url(body.callback_url)
+        check_callback_url(body.callback_url, ctx.settings.callback_egress.allowed_networks)
     if body.output_prefix is not None:
         check_s3_url(body.output_prefix, "output_prefix", prefix=True)
     batch = Batch(task=body.task, profile=body.profile, options=body.options.to_job_options(),
@@ -48,6 +48,7 @@ def _check(body: BatchCreate, principal: Principal, ctx: ApiContext) -> Batch:
                        "(IMGRESTORE_API_MAX_BATCH_INPUTS); use a prefix batch for more")
     outputs: dict[str, str] = {}
     seen: set[str] = set()
+    all_inputs = set(inputs)
     for index, url in enumerate(inputs):
         check_s3_url(url, f"inputs[{index}]")
         if url in seen:
@@ -56,6 +57,10 @@ def _check(body: BatchCreate, principal: Principal, ctx: ApiContext) -> Batch:
         require_allowed(principal, url, f"inputs[{index}]")
         output = output_for(batch, url, None)
         require_allowed(principal, output, f"the output of inputs[{index}]")
+        if output in all_inputs:  # /v1/jobs refuses the same: restoring over an input destroys it
+            raise ApiError(422, "invalid_batch", f"inputs[{index}]: its output {output} is "
+                           f"{'the input itself' if output == url else 'another input of this batch'}; restoring "
+                           "over an input would destroy it: choose another output_prefix")
         if output in outputs:
             raise ApiError(422, "output_collision", f"{outputs[output]} and {url} would both be written to "
                            f"{output}; give them distinct file names or submit them in separate batches")

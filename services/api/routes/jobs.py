@@ -17,6 +17,7 @@ from ..auth import Principal, current_principal, require_allowed
 from ..context import ApiContext, get_ctx
 from ..errors import ApiError
 from ..models import JobCreate, JobList
+from ..thumbnails import DEFAULT_SIZE, THUMBNAIL_SIZES
 from ..urls import check_callback_url, check_s3_url
 from .common import (AUTH_ERRORS, NOT_FOUND, SUBMIT_ERRORS, IdempotencyKey, JobId, _error, create_once,
                      known_query_only)
@@ -28,13 +29,13 @@ SCAN_LIMIT = 2_000  # list endpoints look at most this many recent records per r
 STATE_SCAN_LIMIT = 20_000  # ... and this many entries of a state's index (bounded work for a token that sees few)
 
 
-def checked_request(body: JobCreate, principal: Principal) -> JobRequest:
+def checked_request(body: JobCreate, principal: Principal, ctx: ApiContext) -> JobRequest:
     """URL syntax (422), then the allow-list (403) for the input and the output the job will really write."""
     check_s3_url(body.input_url, "input_url")
     if body.output_url is not None:
         check_s3_url(body.output_url, "output_url")
     if body.callback_url is not None:
-        check_callback_url(body.callback_url)
+        check_callback_url(body.callback_url, ctx.settings.callback_egress.allowed_networks)
     options = body.options.to_job_options()
     output = body.output_url or derive_output_url(body.input_url, body.task, body.profile, options.output_format)
     require_allowed(principal, body.input_url, "input_url")
@@ -57,7 +58,7 @@ def submit_job(body: JobCreate, response: Response, idempotency_key: Idempotency
                principal: Principal = Depends(current_principal),
                ctx: ApiContext = Depends(get_ctx)) -> Job:
     """Checks the URLs against the token's allow-list, records the job and queues it for a worker."""
-    job_request = checked_request(body, principal)
+    job_request = checked_request(body, principal, ctx)
 
     created: list[Job] = []
 
@@ -150,7 +151,9 @@ class Which(str, Enum):
                        502: _error("The object store refused the API's credentials")},
             summary="A small JPEG preview of the job's input or output")
 def thumbnail(job_id: JobId, which: Which, request: Request,
-              size: Annotated[int, Query(ge=16, le=512)] = 160,
+              size: Annotated[int, Query(description="Fits size×size; one of "
+                                         f"{', '.join(map(str, THUMBNAIL_SIZES))}",
+                                         json_schema_extra={"enum": list(THUMBNAIL_SIZES)})] = DEFAULT_SIZE,
               principal: Principal = Depends(current_principal),
               ctx: ApiContext = Depends(get_ctx)) -> RawResponse:
     """Read through the object store, decoded under IMGRESTORE_MAX_PIXELS, cached by the object's ETag."""
