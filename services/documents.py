@@ -224,7 +224,8 @@ def _restore_tiff(restorer: Restorer, progress: _Progress, data: bytes) -> bytes
             pixels = progress.restored(image, restorer)
             del image
             with progress.stage("encode"):
-                page, options = _tiff_page(pixels, mode, info, photometric, settings.jpeg_quality)
+                page, options = _tiff_page(pixels, mode, info, photometric,
+                                           progress.job.options.jpeg_quality or settings.jpeg_quality)
                 modes.append(page.mode)
                 del pixels
                 page.save(writer, format="TIFF", **options)
@@ -368,7 +369,8 @@ def _restore_pdf(restorer: Restorer, progress: _Progress, data: bytes) -> bytes:
                 if image is not None:
                     pixels = progress.restored(image, restorer)
                     with progress.stage("encode"):
-                        modes.append(_replace_image(pdf, xobject, pixels, image, settings.jpeg_quality))
+                        modes.append(_replace_image(pdf, xobject, pixels, image, progress.job.options.jpeg_quality,
+                                                     settings.jpeg_quality))
                     continue
                 # pikepdf cannot decode this image (e.g. JBIG2): render the page instead
             with progress.stage("decode"):
@@ -376,7 +378,7 @@ def _restore_pdf(restorer: Restorer, progress: _Progress, data: bytes) -> bytes:
             pixels = progress.restored(image, restorer)
             progress.pages.rendered += 1
             with progress.stage("encode"):
-                modes.append(_replace_page(pdf, page, pixels, settings.jpeg_quality))
+                modes.append(_replace_page(pdf, page, pixels))
         with progress.stage("encode"):
             out = io.BytesIO()
             try:
@@ -404,14 +406,22 @@ def _pdf_image(xobject, index: int, total: int, max_pixels: int, progress: _Prog
         except (pikepdf.PdfError, OSError, ValueError, zlib.error) as exc:
             raise _page_error(index, total, exc)
         try:
-            return frame_arrays(pil, "PDF")
+            image = frame_arrays(pil, "PDF")
         except (OSError, ValueError) as exc:
             raise _page_error(index, total, exc)
+        if getattr(pil, "quantization", None):  # a JPEG scan: re-encode with its own tables (same quality)
+            image.extra["qtables"] = pil.quantization
+        return image
 
 
-def _replace_image(pdf, xobject, pixels: np.ndarray, image: DecodedImage, jpeg_quality: int) -> str:
+def _replace_image(pdf, xobject, pixels: np.ndarray, image: DecodedImage, jpeg_quality: int | None,
+                   default_quality: int) -> str:
     """Writes the restored scan into the same image object: every page (and the text layer) that draws it keeps
-    drawing it at the same place and size. Returns the mode written."""
+    drawing it at the same place and size. Returns the mode written.
+
+    A JPEG scan is written as JPEG with the input's own quantization tables unless the job sets a quality: the same
+    quality as the scanner chose, so the cleaned page is not larger than it was (IMGRESTORE_JPEG_QUALITY's 95 would
+    double a typical q75 scan)."""
     import pikepdf
 
     was_jpeg = "/DCTDecode" in str(xobject.get("/Filter", ""))
@@ -426,7 +436,11 @@ def _replace_image(pdf, xobject, pixels: np.ndarray, image: DecodedImage, jpeg_q
         gray = page.mode == "L"
         if was_jpeg:
             buffer = io.BytesIO()
-            page.save(buffer, format="JPEG", quality=jpeg_quality)
+            qtables = image.extra.get("qtables")
+            if jpeg_quality is None and qtables and len(qtables) >= (1 if gray else 2):
+                page.save(buffer, format="JPEG", qtables=qtables)
+            else:
+                page.save(buffer, format="JPEG", quality=jpeg_quality or default_quality)
             xobject.write(buffer.getvalue(), filter=pikepdf.Name.DCTDecode)
         else:
             xobject.write(zlib.compress(page.tobytes(), 6), filter=pikepdf.Name.FlateDecode)
@@ -460,7 +474,7 @@ def _g4_strip(page: Image.Image) -> tuple[bytes, object]:
     return data, pikepdf.Dictionary(K=-1, Columns=page.width, Rows=page.height, BlackIs1=False)
 
 
-def _replace_page(pdf, page, pixels: np.ndarray, jpeg_quality: int) -> str:
+def _replace_page(pdf, page, pixels: np.ndarray) -> str:
     """A rendered page's content becomes its restored rendering, drawn over the page's visible box; annotations
     (links, form fields) and the page's own attributes stay."""
     import pikepdf
