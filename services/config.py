@@ -68,9 +68,16 @@ class Settings(BaseSettings):
     queue_prefix: str = "imgrestore."
     worker_concurrency: int = Field(1, ge=1)
     visibility_timeout: int = Field(
-        60, ge=1, description="Seconds before an unacknowledged job of a silent worker is delivered again."
+        60, ge=1, description="Backstop: seconds before an unacknowledged message nobody renews is delivered again "
+        "(a dead worker's are reclaimed sooner, after IMGRESTORE_LEASE_TTL)."
     )
-    lease_renew_interval: float = Field(10.0, gt=0, description="How often a live worker extends its leases.")
+    lease_ttl: float = Field(
+        10.0, gt=0, description="Seconds a worker's leases and delivery claims live without renewal; a worker "
+        "silent that long is dead and its deliveries are reclaimed."
+    )
+    lease_renew_interval: float = Field(
+        3.0, gt=0, description="How often a live worker extends its leases and claims (keep it ≤ lease_ttl / 3)."
+    )
     unacked_restore_interval: int = Field(10, ge=1, description="How often workers sweep for expired leases.")
     max_retries: int = Field(5, ge=0, description="Retries of a transient failure before the job fails.")
     retry_backoff_base: float = Field(2.0, gt=0)
@@ -178,6 +185,13 @@ class Settings(BaseSettings):
 
         return Egress(parse_networks(self.callback_allowed_networks), self.callback_timeout,
                       self.callback_max_response_bytes)
+
+    @model_validator(mode="after")
+    def _renewed_before_lapsing(self) -> "Settings":
+        if self.lease_renew_interval >= self.lease_ttl:
+            raise ValueError(f"IMGRESTORE_LEASE_RENEW_INTERVAL ({self.lease_renew_interval}) must be shorter than "
+                             f"IMGRESTORE_LEASE_TTL ({self.lease_ttl}): leases would lapse on live workers")
+        return self
 
     def queue_for(self, task: str) -> str:
         return f"{self.queue_prefix}{task}"

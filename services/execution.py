@@ -61,7 +61,7 @@ class JobRunner:
         """One delivery. Returns the task result, or ``RetryLater``; notifications go through ``self.notify``."""
         settings = self.settings
         worker = _worker_name(worker)
-        lease_ms = settings.visibility_timeout * 1000
+        lease_ms = int(settings.lease_ttl * 1000)  # renewed by the worker's lease keeper
 
         outcome = self.store.start(job.id, worker, lease_ms)
         if outcome.status == "missing":  # the record expired or was never written: recreate it from the message
@@ -73,7 +73,7 @@ class JobRunner:
         if outcome.status == "leased":
             log.warning("job is running on another worker; checking again later",
                         extra={"job_id": job.id, "owner": outcome.detail})
-            return RetryLater(settings.visibility_timeout)
+            return RetryLater(settings.lease_ttl)  # a dead holder's lease lapses within this
 
         try:
             return self._run_started(job, worker, outcome.attempts, outcome.lost)

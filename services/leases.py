@@ -15,15 +15,25 @@ not a lost delivery), its message's delivery time is moved into the past and kom
 the message back at the front of its queue — the next delivery, instead of one a visibility timeout later or one
 behind the backlog.
 
+A dead worker is noticed sooner than the visibility timeout (issue 15). Each round, every keeper also records the
+delivery tags it holds in a set of its own that lapses ``lease_ttl`` seconds after its last renewal (Redis's clock:
+no skew between hosts), and reclaims deliveries that nobody claims: delivered or renewed more than ``lease_ttl``
+seconds ago and in no live keeper's set. Those go back to the front of their queue at once (kombu's own
+``restore_by_tag``: a transaction, so two reclaimers put a message back once). A slow job of a live worker is in its
+keeper's set, so it is never reclaimed; the visibility timeout stays as the backstop for workers without a keeper.
+
 The same bootstep runs the orphan sweep (``services.recovery``) in every worker.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 from celery import bootsteps
@@ -77,9 +87,76 @@ def held_deliveries(channel) -> list[Delivery]:
     return out
 
 
+# Deliveries older than the cutoff (ARGV[1]) in the unacked index (KEYS[1]) that no live keeper claims. A keeper is
+# live while its claim set (ARGV[2] .. name) exists; the registry (KEYS[2]) forgets keepers whose set lapsed.
+_UNCLAIMED_SCRIPT = """
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+if #stale == 0 then return {} end
+local live = {}
+for _, keeper in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local key = ARGV[2] .. keeper
+  if redis.call('EXISTS', key) == 1 then live[#live + 1] = key else redis.call('ZREM', KEYS[2], keeper) end
+end
+local unclaimed = {}
+for _, tag in ipairs(stale) do
+  local claimed = false
+  for _, key in ipairs(live) do
+    if redis.call('SISMEMBER', key, tag) == 1 then claimed = true break end
+  end
+  if not claimed then unclaimed[#unclaimed + 1] = tag end
+end
+return unclaimed
+"""
+
+# A member every claim set has, so a keeper that holds nothing still exists (Redis deletes empty sets).
+_ALIVE = "~alive"
+RECLAIM_BATCH = 100
+
+
+class DeliveryClaims:
+    """Which deliveries live workers hold: one set of delivery tags per keeper (``<prefix>held:<keeper>``, expiring
+    ``ttl_ms`` after its last renewal) and a registry of keepers (``<prefix>keepers``) to find the sets by."""
+
+    def __init__(self, store: JobStore, ttl_ms: int) -> None:
+        self.store = store
+        self.ttl_ms = ttl_ms
+        self.registry_key = f"{store.prefix}keepers"
+        self.held_prefix = f"{store.prefix}held:"
+        self._unclaimed = store.redis.register_script(_UNCLAIMED_SCRIPT)
+
+    def claim(self, keeper: str, tags: list[str]) -> None:
+        """Replaces ``keeper``'s claim set with ``tags`` (one transaction: a reclaimer never sees it half-written)."""
+        key = self.held_prefix + keeper
+        with self.store.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.sadd(key, _ALIVE, *tags)
+            pipe.pexpire(key, self.ttl_ms)
+            pipe.zadd(self.registry_key, {keeper: time.time()})
+            pipe.execute()
+
+    def release(self, keeper: str) -> None:
+        """A keeper stopping cleanly drops its claims (a lost connection does not: its deliveries go back as
+        interrupted, by this worker)."""
+        with self.store.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.held_prefix + keeper)
+            pipe.zrem(self.registry_key, keeper)
+            pipe.execute()
+
+    def unclaimed(self, index_key: str, older_than: float, limit: int = RECLAIM_BATCH) -> list[str]:
+        """Tags in kombu's unacked index (``index_key``) last delivered or renewed before ``older_than`` (a Unix
+        time) that no live keeper holds."""
+        return list(self._unclaimed(keys=[index_key, self.registry_key], args=[older_than, self.held_prefix, limit]))
+
+
+def keeper_name(hostname: str) -> str:
+    """One per worker process: a worker restarted under the same hostname must not inherit its predecessor's
+    claims (its deliveries would wait for the visibility timeout)."""
+    return f"{hostname}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
 class LeaseKeeper(threading.Thread):
     def __init__(self, consumer, store: JobStore, interval: float, lease_ms: int,
-                 interrupted: list[Delivery] | None = None) -> None:
+                 interrupted: list[Delivery] | None = None, name: str | None = None) -> None:
         super().__init__(name="imgrestore-lease-keeper", daemon=True)
         self.consumer = consumer
         self.channel = consumer.task_consumer.channel  # this connection's channel: replaced on reconnection
@@ -87,6 +164,8 @@ class LeaseKeeper(threading.Thread):
         self.interval = interval
         self.lease_ms = lease_ms
         self.worker_name = consumer.hostname
+        self.keeper = name or keeper_name(consumer.hostname)
+        self.claims = DeliveryClaims(store, lease_ms)
         self.interrupted: list[Delivery] = list(interrupted or [])
         self.last_held: list[Delivery] = []
         self._stopped = threading.Event()
@@ -107,7 +186,8 @@ class LeaseKeeper(threading.Thread):
                 if self.interrupted:
                     self.hand_back_interrupted()
                 self.renew_once()
-            except Exception:  # Redis blips: try again next round; the margin is visibility_timeout
+                self.reclaim_unclaimed()
+            except Exception:  # Redis blips: try again next round; the margin is the lease TTL
                 log.warning("lease renewal failed", exc_info=True, extra={"worker": self.worker_name})
             if self._stopped.wait(self.interval):
                 return
@@ -122,7 +202,43 @@ class LeaseKeeper(threading.Thread):
             self.store.redis.zadd(index, {tag: now for tag in tags}, xx=True)
         for request in _snapshot(worker_state.reserved_requests):
             self.store.renew_lease(request.id, self.worker_name, self.lease_ms)
+        # After the job leases: the claims lapse no earlier than they do, so a reclaimed job is free to start.
+        self.claims.claim(self.keeper, tags)
         return len(tags)
+
+    def reclaim_unclaimed(self) -> list[str]:
+        """Puts back, at the front of their queues, deliveries no live worker has claimed for a lease TTL: their
+        worker died. Returns the reclaimed delivery tags."""
+        ttl = self.lease_ms / 1000
+        tags = self.claims.unclaimed(self._index_key(), time.time() - ttl)
+        if not tags or self._redis_just_started(ttl):
+            return []
+        reclaimed = []
+        for tag in tags:
+            job_id, task_name = self._message_of(tag)
+            if task_name == RESTORE_TASK and job_id and self.store.redis.exists(self.store.lease_key(job_id)):
+                continue  # set at the job's start, after the delivery: it lapses within a round of the claims
+            self.channel.qos.restore_by_tag(tag)
+            reclaimed.append(tag)
+            metrics.DELIVERIES_RECLAIMED.labels(self._task_of(job_id) if task_name == RESTORE_TASK and job_id
+                                                else "other").inc()
+            log.warning("delivery of a dead worker reclaimed: no live worker claimed it for the lease TTL", extra={
+                "worker": self.worker_name, "task_id": job_id, "task": task_name, "lease_ttl_s": ttl})
+        return reclaimed
+
+    def _redis_just_started(self, ttl: float) -> bool:
+        """Right after Redis (re)starts every claim has lapsed, yet the workers are alive: they reconnect and hand
+        their deliveries back themselves, as interrupted rather than lost. Give them a lease TTL and a round."""
+        uptime = float(self.store.redis.info("server").get("uptime_in_seconds", 0))
+        return uptime < ttl + self.interval
+
+    def _message_of(self, tag: str) -> tuple[str | None, str | None]:
+        raw = self.store.redis.hget(self.channel.global_keyprefix + self.channel.unacked_key, tag)
+        try:
+            headers = json.loads(raw)[0]["headers"]
+            return headers.get("id"), headers.get("task")
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+            return None, None
 
     def hand_back_interrupted(self) -> list[str]:
         """Deliveries of the lost connection whose jobs are no longer running here go back: job ``interrupted``
@@ -187,12 +303,16 @@ class LeaseRenewal(bootsteps.StartStopStep):
         self.keeper: LeaseKeeper | None = None
         self.sweep: OrphanSweep | None = None
         self.interrupted: list[Delivery] = []  # held on a connection that was lost; handed back after reconnecting
+        self.keeper_name: str | None = None  # kept across reconnections: the interrupted deliveries stay claimed
 
     def start(self, consumer) -> None:
         settings = get_settings()
         store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_seconds)
-        self.keeper = LeaseKeeper(consumer, store, settings.lease_renew_interval, settings.visibility_timeout * 1000,
-                                  interrupted=self.interrupted)
+        self.keeper_name = self.keeper_name or keeper_name(consumer.hostname)
+        if self.keeper is not None:  # a restart without a connection loss: the new channel gets a new keeper
+            self.keeper.stop()
+        self.keeper = LeaseKeeper(consumer, store, settings.lease_renew_interval, int(settings.lease_ttl * 1000),
+                                  interrupted=self.interrupted, name=self.keeper_name)
         self.interrupted = []
         if self.keeper.interrupted:
             # Before the consumer's event loop starts fetching: the interrupted jobs are the next deliveries.
@@ -205,18 +325,28 @@ class LeaseRenewal(bootsteps.StartStopStep):
         self.sweep.start()
 
     def stop(self, consumer) -> None:
-        if self.keeper is not None:
+        if self.keeper is not None and consumer.connection is None:
+            # Celery drops the connection on a connection error (and keeps it on a shutdown).
             self.keeper.stop()
-            if consumer.connection is None:  # Celery drops it on a connection error, keeps it on a shutdown
-                self.interrupted = self.keeper.held() + self.keeper.interrupted
-                log.warning("broker connection lost; deliveries to hand back after reconnecting",
-                            extra={"count": len(self.interrupted)})
+            self.interrupted = self.keeper.held() + self.keeper.interrupted
+            log.warning("broker connection lost; deliveries to hand back after reconnecting",
+                        extra={"count": len(self.interrupted)})
             self.keeper = None
+        # A warm shutdown stops the consumer before the pool has finished its jobs: the keeper keeps their leases
+        # and claims until ``shutdown`` (else a job longer than the lease TTL would be reclaimed and run twice).
         if self.sweep is not None:
             self.sweep.stop()
             self.sweep = None
 
-    shutdown = stop
+    def shutdown(self, consumer) -> None:
+        self.stop(consumer)
+        if self.keeper is not None:
+            self.keeper.stop()
+            try:
+                self.keeper.claims.release(self.keeper.keeper)
+            except Exception:  # Redis away: the claims lapse by themselves
+                log.warning("claims not released", exc_info=True)
+            self.keeper = None
 
 
 def _sweeper(settings: Settings, store: JobStore, consumer) -> OrphanSweeper:

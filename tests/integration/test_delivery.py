@@ -37,9 +37,10 @@ def test_transient_storage_errors_are_retried_with_backoff_then_fail_with_the_re
 
 def test_a_slow_job_keeps_its_lease_and_is_not_delivered_twice(make_service, tmp_path):
     # The input is a named pipe: the job blocks in `download` until the test writes the image, for 4× the
-    # visibility timeout. Without lease renewal the broker would hand it to the second worker after ~3 s.
-    service = make_service(2, IMGRESTORE_VISIBILITY_TIMEOUT="3", IMGRESTORE_LEASE_RENEW_INTERVAL="0.5",
-                           IMGRESTORE_UNACKED_RESTORE_INTERVAL="1")
+    # visibility timeout and 6× the lease TTL. Without lease renewal the broker would hand it to the second worker
+    # after ~3 s; without its claims, the second worker's keeper would reclaim it after ~2 s.
+    service = make_service(2, IMGRESTORE_VISIBILITY_TIMEOUT="3", IMGRESTORE_LEASE_TTL="2",
+                           IMGRESTORE_LEASE_RENEW_INTERVAL="0.5", IMGRESTORE_UNACKED_RESTORE_INTERVAL="1")
     submitter, workers = service.submitter, service.workers
     fifo = tmp_path / "slow.png"
     os.mkfifo(fifo)
