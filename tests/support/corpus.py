@@ -34,6 +34,17 @@ def _save(image: Image.Image, fmt: str, **kwargs) -> bytes:
     return buffer.getvalue()
 
 
+def _check_pages(count: int) -> Callable[[Image.Image], None]:
+    def check(image: Image.Image) -> None:
+        assert image.n_frames == count, image.n_frames
+
+    return check
+
+
+def _check_group4(image: Image.Image) -> None:
+    assert image.info.get("compression") == "group4", image.info.get("compression")
+
+
 def _noise(h: int, w: int, c: int | None = None, seed: int = 0) -> np.ndarray:
     shape = (h, w) if c is None else (h, w, c)
     return (np.random.default_rng(seed).random(shape) * 255).astype(np.uint8)
@@ -113,7 +124,8 @@ def build_corpus() -> list[Case]:
              _save(gif_frames[0], "GIF", save_all=True, append_images=gif_frames[1:], duration=50),
              expect_error="image_unsupported"),
         Case("multi-page-tiff", "pages.tif", _save(tiff_pages[0], "TIFF", save_all=True,
-                                                     append_images=tiff_pages[1:]), expect_error="image_unsupported"),
+                                                     append_images=tiff_pages[1:]), expect_mode="L",
+             expect_size=(20, 20), check=_check_pages(2)),  # a document since issue 14: every page restored
         Case("one-by-one", "dot.png", _save(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
              expect_mode="RGB", expect_size=(1, 1)),
         Case("wide-strip-65535", "strip.png", _save(Image.fromarray(_noise(1, 65535)), "PNG"),
@@ -139,7 +151,7 @@ def build_corpus() -> list[Case]:
         Case("all-white", "white.png", _save(Image.new("L", (50, 40), 255), "PNG"), expect_mode="L",
              expect_size=(50, 40)),
         Case("one-bit-tiff", "fax.tif", _save(Image.fromarray(_noise(40, 64) > 128), "TIFF", compression="group4"),
-             expect_mode="L", expect_size=(64, 40)),
+             expect_mode="1", expect_size=(64, 40), check=_check_group4),  # bilevel stays bilevel (issue 14)
         Case("rgba-webp", "alpha.webp", _save(Image.fromarray(np.dstack([_noise(30, 30, 3), _noise(30, 30)])),
                                               "WEBP", lossless=True), expect_mode="RGBA", expect_size=(30, 30)),
         Case("bmp", "old.bmp", _save(Image.fromarray(_noise(20, 30, 3)), "BMP"), expect_mode="RGB",
