@@ -3,11 +3,12 @@
 Delivery contract (see README, "Reliability"):
 - ``task_acks_late`` + ``task_reject_on_worker_lost``: a job is acknowledged only after it finished, so a worker that
   dies mid-job does not lose it.
-- A live worker keeps extending the lease of every message it holds (``services.leases``), so a long job is never
-  delivered twice; a dead worker's messages become visible again ``visibility_timeout`` seconds after its last
-  renewal, and workers sweep for them every ``unacked_restore_interval`` seconds (throttle 1: every sweep scans).
-  Redelivery therefore takes at most about visibility_timeout + restore interval + renew interval (≈ 80 s by default;
-  add up to the sweep lock's expiry, 30 s, in the rare case a worker died in the middle of a sweep).
+- A live worker keeps extending the lease of every message it holds and claims it (``services.leases``), so a long
+  job is never delivered twice; a dead worker's claims lapse ``lease_ttl`` seconds after its last renewal and the
+  surviving workers' keepers reclaim its messages within a renew interval: redelivery after lease_ttl ± renew
+  interval (≈ 10 s by default). Backstop for a worker without a keeper: messages become visible again
+  ``visibility_timeout`` seconds after their last renewal, swept every ``unacked_restore_interval`` seconds
+  (throttle 1: every sweep scans).
 """
 
 from __future__ import annotations
