@@ -28,10 +28,10 @@ from PIL import Image
 
 from .batches import Batch, BatchStore
 from .batching import DEFAULT_INCLUDE, BatchSubmitter, output_for, prefix_root
-from .errors import ImgRestoreError, InvalidJobError
+from .errors import InvalidJobError
 from .jobs import Job, JobOptions, Profile, Task
 from .jobstore import JobStore
-from .pipeline import Restorer
+from .pipeline import Restorer, attempt
 from .recovery import OrphanSweeper
 from .storage import ObjectInfo, StorageRouter, is_s3_url, matches_any
 
@@ -250,12 +250,11 @@ class EmbeddedBackfill:
                           output_url=output_for(batch, info.url, self.plan.root), options=self.plan.options)
                 status.queued += 1
                 record = {"input": info.url, "output": job.output_url, "fingerprint": fingerprint}
-                try:
-                    self.restorer.restore(job)
+                done = attempt(self.restorer, job)  # one bad file never stops a backfill
+                if done.error is None:
                     record["state"] = "succeeded"
-                except Exception as exc:  # one bad file never stops a backfill
-                    error = (exc.code, exc.message) if isinstance(exc, ImgRestoreError) else ("internal", repr(exc))
-                    record |= {"state": "failed", "type": error[0], "message": error[1]}
+                else:
+                    record |= {"state": "failed", "type": done.error.type, "message": done.error.message}
                 self._count(record)
                 log.write(json.dumps(record) + "\n")
                 log.flush()

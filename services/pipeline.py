@@ -15,6 +15,8 @@ import numpy as np
 
 from .config import Settings
 from .content import guess_profile
+from .errors import ImgRestoreError
+from .jobs import JobError
 from .imaging import decode, encode
 from .inference import InferenceOutput, TileSettings, run_model
 from .jobs import Job, OutputInfo, Profile, StageTimings, Task, bounded_tile_size
@@ -113,3 +115,29 @@ class Restorer:
         if job.profile is Profile.auto:
             return guess_profile(pixels)
         return job.profile.value
+
+
+@dataclass
+class Attempt:
+    """One in-process restore and how it ended: what ``run``, embedded backfills and ``watch`` all record."""
+
+    job: Job
+    outcome: RestoreOutcome | None = None
+    error: JobError | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+
+def attempt(restorer: Restorer, job: Job) -> Attempt:
+    """``restorer.restore(job)``, with any failure turned into a ``JobError``: one bad file never stops the rest.
+
+    Only ``Exception``s are caught: Ctrl-C still interrupts, and the write it interrupts is atomic."""
+    try:
+        return Attempt(job, outcome=restorer.restore(job))
+    except ImgRestoreError as exc:
+        return Attempt(job, error=JobError(type=exc.code, message=exc.message, transient=exc.transient))
+    except Exception as exc:
+        log.exception("unexpected failure restoring an image", extra={"input_url": job.input_url})
+        return Attempt(job, error=JobError(type="internal", message=f"{type(exc).__name__}: {exc}"))

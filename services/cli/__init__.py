@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .common import cli
-from . import api, backfill, models, monitor, retry, run, status, submit, worker  # noqa: F401  (each registers its verb on `cli`)
+from . import api, backfill, models, monitor, retry, run, status, submit, watch, worker  # noqa: F401  (each registers its verb on `cli`)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from ..documents import DOCUMENT_SUFFIXES
 from ..errors import ImgRestoreError, InvalidJobError
 from ..imaging import EXTENSIONS, normalize_format
 from ..jobs import TILE_SIZE_MAX, TILE_SIZE_MIN, Job, JobOptions, Profile, Task
-from ..pipeline import Restorer
+from ..pipeline import Restorer, attempt
 from ..storage import IMAGE_SUFFIXES, StorageRouter, is_s3_url, local_path, split_s3_url
 from .common import EXIT_FAILED, EXIT_USAGE, cli, echo_json, quiet_logging, settings
 
@@ -164,12 +164,10 @@ def run(task, profile, out_dir, output_format, jpeg_quality, tile_size, as_json,
 
 def _restore_one(restorer: Restorer, job: Job) -> dict:
     record = {"input": job.input_url, "output": job.output_url}
-    try:
-        outcome = restorer.restore(job)
-    except ImgRestoreError as exc:
-        return record | {"state": "failed", "error": {"type": exc.code, "message": exc.message}}
-    except Exception as exc:  # one bad file must not stop the batch
-        return record | {"state": "failed", "error": {"type": "internal", "message": f"{type(exc).__name__}: {exc}"}}
+    done = attempt(restorer, job)
+    if done.error is not None:
+        return record | {"state": "failed", "error": {"type": done.error.type, "message": done.error.message}}
+    outcome = done.outcome
     return record | {
         "state": "succeeded",
         "provider": outcome.provider,
