@@ -152,3 +152,13 @@ def test_the_api_imports_neither_torch_nor_onnxruntime():
             "print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_metrics_expose_redis_memory_and_its_limit(own_redis):
+    server = own_redis()
+    redis.Redis(port=server.port).config_set("maxmemory", 64 * 1024 * 1024)
+    with TestClient(create_app(make_settings(server.url))) as client:
+        families = _families(client)
+    used = families["imgrestore_redis_memory_used_bytes"].samples[0].value
+    assert 0 < used < 64 * 1024 * 1024
+    assert families["imgrestore_redis_memory_max_bytes"].samples[0].value == 64 * 1024 * 1024
