@@ -36,6 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import redis
 from celery import bootsteps
 from celery.worker import state as worker_state
 
@@ -229,7 +230,10 @@ class LeaseKeeper(threading.Thread):
     def _redis_just_started(self, ttl: float) -> bool:
         """Right after Redis (re)starts every claim has lapsed, yet the workers are alive: they reconnect and hand
         their deliveries back themselves, as interrupted rather than lost. Give them a lease TTL and a round."""
-        uptime = float(self.store.redis.info("server").get("uptime_in_seconds", 0))
+        try:
+            uptime = float(self.store.redis.info("server").get("uptime_in_seconds", 0))
+        except redis.exceptions.ResponseError:  # INFO refused (a managed Redis's ACL): reclaim as usual
+            return False
         return uptime < ttl + self.interval
 
     def _message_of(self, tag: str) -> tuple[str | None, str | None]:
