@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -81,6 +82,7 @@ class BackfillStatus:
     failed: int = 0
     done_before: int = 0  # finished by earlier runs: not part of this run's rate
     listing_done: bool = False
+    expected: int | None = None  # inputs in all, once a separate count has finished (the listing may be throttled)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -94,6 +96,26 @@ class BackfillStatus:
     @property
     def rate(self) -> float:
         return (self.done - self.done_before) / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def total(self) -> int | None:
+        """Inputs in all: the listing's count once done, else the separate count once it has finished."""
+        return self.listed if self.listing_done else self.expected
+
+
+def count_in_background(plan: BackfillPlan, storage: StorageRouter, status: BackfillStatus) -> threading.Thread:
+    """Counts the inputs apart from the listing, which waits for capacity (``--max-in-flight``) and so would know
+    the total only at the end: progress and ETA get it after one quick listing (page by page, memory flat)."""
+    def count() -> None:
+        try:
+            status.expected = sum(1 for _ in plan.inputs(storage))
+        except Exception as exc:  # the count only feeds the progress line; the backfill itself reports errors
+            log.warning("could not count the backfill's inputs", extra={"backfill_id": plan.backfill_id,
+                                                                       "error": str(exc)})
+
+    thread = threading.Thread(target=count, name="backfill-count", daemon=True)
+    thread.start()
+    return thread
 
 
 class BackfillExists(InvalidJobError):
@@ -303,6 +325,8 @@ def estimate(plan: BackfillPlan, storage: StorageRouter, emit: Callable[[ObjectI
              threads: int = 16) -> DryRunEstimate:
     """Lists what a backfill would process (``emit(input, output)``) and estimates the work from headers."""
     result = DryRunEstimate()
+    # More threads than S3 connections only queue for a connection and make urllib3 warn "pool is full".
+    threads = max(1, min(threads, storage.settings.s3_max_pool_connections))
     batch = plan.batch()
 
     def inspect(info: ObjectInfo) -> tuple[ObjectInfo, float | None]:

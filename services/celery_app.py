@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 from kombu.utils.json import dumps as kombu_dumps
 
 from .config import Settings, get_settings
@@ -24,6 +24,13 @@ from .jobs import Task
 
 RESTORE_TASK = "imgrestore.restore"
 NOTIFY_TASK = "imgrestore.notify"  # delivers one webhook (services/callbacks.py)
+
+
+def _queue(name: str) -> Queue:
+    """A queue bound to its own direct exchange under its own name. A bare ``Queue(name)`` is bound to Celery's
+    default exchange and key (the default queue's name), so the worker banner showed every queue as
+    ``exchange=<prefix>denoise key=<prefix>denoise`` — messages go by queue name, but that read as misrouting."""
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def celery_config(settings: Settings) -> dict:
@@ -59,7 +66,7 @@ def celery_config(settings: Settings) -> dict:
         },
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
         "redis_backend_health_check_interval": 30,
-        "task_queues": [Queue(settings.queue_for(task.value)) for task in Task] + [Queue(settings.control_queue)],
+        "task_queues": [_queue(settings.queue_for(task.value)) for task in Task] + [_queue(settings.control_queue)],
         "task_default_queue": settings.queue_for(Task.denoise.value),
         # Celery events, so Flower and `celery events` see workers and tasks.
         "worker_send_task_events": True,

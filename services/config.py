@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     s3_read_timeout: float = 60.0
     s3_multipart_threshold_mb: int = Field(64, ge=5)
     s3_multipart_chunksize_mb: int = Field(16, ge=5)
+    s3_max_pool_connections: int = Field(
+        32, ge=1, description="HTTP connections per S3 client: threads beyond it wait for one (and urllib3 warns)."
+    )
 
     # --- images ---
     max_pixels: int = Field(100_000_000, gt=0, description="Decompression-bomb guard: larger images fail.")

@@ -160,6 +160,7 @@ class S3Storage:
             retries={"mode": settings.s3_retry_mode, "max_attempts": settings.s3_max_attempts},
             connect_timeout=settings.s3_connect_timeout,
             read_timeout=settings.s3_read_timeout,
+            max_pool_connections=settings.s3_max_pool_connections,
             s3={"addressing_style": settings.s3_addressing_style},
             region_name=settings.s3_region,
         )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..backfill import BackfillPlan, BackfillStatus, EmbeddedBackfill, QueuedBackfill, estimate
+from ..backfill import BackfillPlan, BackfillStatus, EmbeddedBackfill, QueuedBackfill, count_in_background, estimate
 from ..batches import BatchStore
 from ..batching import DEFAULT_INCLUDE, BatchSubmitter
 from ..celery_app import app
@@ -25,12 +26,20 @@ from .common import EXIT_FAILED, EXIT_USAGE, cli, job_store, quiet_logging, repo
 
 
 def _describe(status: BackfillStatus) -> str:
-    rate = status.rate
-    total = f"{status.listed}" + ("" if status.listing_done else "+")
-    remaining = status.listed - status.done
-    eta = f"{remaining / rate:,.0f}s" if status.listing_done and rate > 0 else "–"
-    return (f"{status.done:,}/{total} done · {status.failed:,} failed · {status.skipped:,} skipped · "
-            f"{rate:,.1f}/s · ETA {eta}")
+    rate, total = status.rate, status.total
+    of = f"{total:,}" if total is not None else f"{status.listed:,}+ (counting)"
+    eta = f"{(total - status.done) / rate:,.0f}s" if total is not None and rate > 0 else "–"
+    earlier = f" · {status.skipped:,} of them from an earlier run" if status.skipped else ""
+    return f"{status.done:,}/{of} done · {status.failed:,} failed{earlier} · {rate:,.1f}/s · ETA {eta}"
+
+
+def summary(backfill_id: str, status: BackfillStatus, report: Path | None) -> str:
+    """One line whose numbers add up: succeeded + failed = inputs; the earlier run's share is a part of them."""
+    before = status.listed - status.queued  # queued (service mode) or finished (embedded) by an earlier run
+    earlier = f" ({before:,} of them handled by an earlier run)" if before > 0 else ""
+    return (f"backfill {backfill_id}: {status.listed:,} inputs, [green]{status.succeeded:,} succeeded[/green], "
+            f"[red]{status.failed:,} failed[/red]{earlier}; {status.elapsed:,.1f} s. "
+            f"Failures: {report if report is not None else 'none'}")
 
 
 @cli.command()
@@ -97,10 +106,10 @@ def backfill(task, profile, output, include, max_in_flight, output_format, jpeg_
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[line]}"),
                       TimeElapsedColumn(), console=console) as progress:
             bar = progress.add_task(task, total=None, line="listing…")
+            count_in_background(plan, storage, runner.status)
 
             def show(status: BackfillStatus) -> None:
-                progress.update(bar, completed=status.done, total=status.listed if status.listing_done else None,
-                                line=_describe(status))
+                progress.update(bar, completed=status.done, total=status.total, line=_describe(status))
 
             if queued:
                 status = runner.run(resume, show, wait=not detach)
@@ -119,15 +128,23 @@ def backfill(task, profile, output, include, max_in_flight, output_format, jpeg_
                       f"GET /v1/batches/{plan.backfill_id} or `imgrestore monitor`")
         return
     report_path = report or Path(f"backfill-{plan.backfill_id}-failures.jsonl")
-    failures = 0
-    with report_path.open("w") as fh:
-        for record in runner.failures():
-            fh.write(json.dumps(record) + "\n")
-            failures += 1
-    console.print(
-        f"backfill {plan.backfill_id}: [green]{status.succeeded:,} succeeded[/green], "
-        f"[red]{status.failed:,} failed[/red], {status.skipped:,} skipped as already handled; "
-        f"{status.elapsed:,.1f} s. Failures: {report_path if failures else 'none'}"
-    )
+    written = _write_report(report_path, runner.failures())
+    console.print(summary(plan.backfill_id, status, report_path if written else None))
     if status.failed:
         sys.exit(EXIT_FAILED)
+
+
+def _write_report(path: Path, failures: Iterable[dict]) -> int:
+    """Writes the failures as JSON lines; the file is created at the first one, so nothing failed leaves none."""
+    count = 0
+    fh = None
+    try:
+        for record in failures:
+            if fh is None:
+                fh = path.open("w")
+            fh.write(json.dumps(record) + "\n")
+            count += 1
+    finally:
+        if fh is not None:
+            fh.close()
+    return count

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -157,7 +158,7 @@ def run(task, profile, out_dir, output_format, jpeg_quality, tile_size, as_json,
             progress.update(bar, advance=1, failed=failed)
 
     elapsed = time.perf_counter() - started
-    _report(console, results, elapsed, as_json)
+    _report(console, results, elapsed, as_json, out_dir)
     if any(r["state"] == "failed" for r in results):
         sys.exit(EXIT_FAILED)
 
@@ -177,7 +178,12 @@ def _restore_one(restorer: Restorer, job: Job) -> dict:
     }
 
 
-def _report(console: Console, results: list[dict], elapsed: float, as_json: bool) -> None:
+def _shown(out_dir: str) -> str:
+    """The output folder as a path one can paste (absolute), or the s3:// prefix as given."""
+    return out_dir if is_s3_url(out_dir) else str(local_path(out_dir).resolve())
+
+
+def _report(console: Console, results: list[dict], elapsed: float, as_json: bool, out_dir: str) -> None:
     ok = [r for r in results if r["state"] == "succeeded"]
     bad = [r for r in results if r["state"] == "failed"]
     megapixels = sum(r["megapixels"] for r in ok)
@@ -189,7 +195,9 @@ def _report(console: Console, results: list[dict], elapsed: float, as_json: bool
         return
     console.print(
         f"[green]{len(ok)} restored[/green], [red]{len(bad)} failed[/red] in {elapsed:.1f} s "
-        f"({megapixels:.2f} MP{', ' + summary['provider'] if ok else ''}); outputs under the folder given"
+        f"({megapixels:.2f} MP{', ' + summary['provider'] if ok else ''})"
+        + (f"; outputs under {escape(_shown(out_dir))}" if ok else ""),
+        soft_wrap=True,  # a long path stays one line, to copy or grep
     )
     if bad:
         table = Table("input", "reason", title="Failed", title_justify="left")

@@ -30,7 +30,8 @@ class WatchProcess:
     def __init__(self, env: dict, cwd: Path, *args: str) -> None:
         self.log = cwd / f"watch-{time.monotonic_ns()}.log"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "watch", *args], cwd=cwd, env={**os.environ, **env},
+            [sys.executable, "-m", "services.cli", "watch", *args], cwd=cwd,
+            env={**os.environ, "PYTHONPATH": str(REPO), **env},  # this checkout's code, from a temporary folder
             stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"), start_new_session=True)
 
     def output(self) -> str:

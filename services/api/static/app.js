@@ -92,9 +92,12 @@
         img.src = URL.createObjectURL(blob);
       })
       .catch(function (error) {
-        img.setAttribute("data-loaded", "error");
-        img.alt = "no preview";
-        img.title = "no preview: " + error.message; // not retried: a new state (finished_at) gets a new key
+        // Words, not an <img> without a picture: browsers draw that as a broken-image icon (failed rows).
+        var none = el("span", { "class": "muted no-preview", "data-job-id": job.id, "data-which": which,
+                                "data-loaded": "error", text: "no preview",
+                                title: "no preview: " + error.message });
+        thumbs.set(key, none); // not retried: a new state (finished_at) gets a new key
+        if (img.parentNode) { img.parentNode.replaceChild(none, img); }
       });
     return img;
   }
