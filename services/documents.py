@@ -177,7 +177,6 @@ def restore_document(restorer: Restorer, job: Job, data: bytes, timings: StageTi
         body, content_type, out_format = _restore_pdf(restorer, progress, data), PDF_CONTENT_TYPE, "PDF"
     else:
         body, content_type, out_format = _restore_tiff(restorer, progress, data), "image/tiff", "TIFF"
-    del data
     with progress.stage("upload"):
         restorer.storage.write(job.output_url, body, content_type)
     pages = progress.pages

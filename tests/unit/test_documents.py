@@ -229,3 +229,45 @@ def test_single_page_gray_tiff_still_takes_the_single_image_path():
     Image.fromarray(scan(40, 40)).save(out, format="TIFF")
     assert document_kind(out.getvalue()) is None
     assert document_kind(b"%PDF-1.7\n...") == "pdf"
+
+
+_MEASURE = """
+import json, sys
+sys.path.insert(0, {repo!r})
+from services.config import Settings
+from services.jobs import Job
+from services.pipeline import Restorer
+restorer = Restorer(Settings(model_dir={models!r}, max_document_pages=1000, tile_size=512))
+done = restorer.restore(Job(task="denoise", profile="document", input_url={source!r}, output_url={target!r}))
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({{"peak_kb": hwm, "pages": done.result.pages.total}}))
+"""
+
+
+@pytest.mark.slow
+def test_memory_is_flat_in_page_count_for_a_500_page_document(tiny_model_dir, tmp_path):
+    """Pages are decoded, restored and encoded one at a time: 500 pages peak where 20 do (plus the compressed
+    documents, a few KiB a page here)."""
+    import json
+    import subprocess
+    import sys
+
+    from PIL import TiffImagePlugin
+
+    repo = str(Path(__file__).resolve().parents[2])
+    peaks = {}
+    for count in (20, 500):
+        source, target = tmp_path / f"in-{count}.tif", tmp_path / f"out-{count}.tif"
+        with open(source, "w+b") as fh, TiffImagePlugin.AppendingTiffWriter(fh, new=True) as writer:
+            for seed in range(count):  # 0.075 MP bilevel pages (one tile each), ~1 KiB compressed
+                bilevel(300, 250, seed % 7).save(writer, format="TIFF", compression="group4")
+                writer.newFrame()
+        code = _MEASURE.format(repo=repo, models=str(tiny_model_dir), source=str(source), target=str(target))
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-2000:]
+        measured = json.loads(result.stdout.strip().splitlines()[-1])
+        assert measured["pages"] == count
+        peaks[count] = measured["peak_kb"] / 1024
+    # Holding 480 more decoded pages would take ~72 MB (gray input and output arrays); allow the compressed
+    # documents (~1 MB) and allocator noise.
+    assert peaks[500] - peaks[20] < 15, peaks
