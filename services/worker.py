@@ -1,8 +1,9 @@
 """Celery worker: ``celery -A services.worker worker`` (or ``imgrestore worker``).
 
 Tasks are thin: ``imgrestore.restore`` hands a job to ``execution.JobRunner``; ``imgrestore.expand_batch`` lists a
-batch's S3 prefix a few pages at a time; ``imgrestore.notify`` hands a webhook to the process's sender threads (retried with backoff). Metrics from the
-pool's child processes are aggregated (prometheus_client multiprocess mode) and served by the main process.
+batch's S3 prefix a few pages at a time; ``imgrestore.notify`` hands a webhook to the process's sender threads
+(``callbacks.CallbackSender``: off the restore slots, retried with backoff). Metrics from the pool's child processes
+are aggregated (prometheus_client multiprocess mode) and served by the main process.
 """
 
 from __future__ import annotations

@@ -243,6 +243,27 @@ def test_a_batch_cannot_write_over_its_own_inputs(http, s3_client, abuse_bucket)
     assert s3_client.get_object(Bucket=abuse_bucket, Key="inplace/in/a.png")["Body"].read() == original
 
 
+def test_imgrestore_run_refuses_to_write_over_its_inputs(service_env, s3_client, abuse_bucket):
+    """Before: ``imgrestore run s3://b/k/x.png -o s3://b/k/`` restored x.png over itself."""
+    original = _png(seed=8)
+    s3_client.put_object(Bucket=abuse_bucket, Key="inplace/run/x.png", Body=original)
+    result = _cli(service_env, "run", "--task", "denoise", f"s3://{abuse_bucket}/inplace/run/x.png",
+                  "-o", f"s3://{abuse_bucket}/inplace/run/")
+    assert result.returncode == 2 and "restoring in place would destroy it" in " ".join(result.stderr.split())
+    assert s3_client.get_object(Bucket=abuse_bucket, Key="inplace/run/x.png")["Body"].read() == original
+
+
+def _cli(env: dict, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.processes import REPO
+
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)
+
+
 @pytest.mark.parametrize("output", ["s3://{b}//inplace/victim.png", "s3://{b}/inplace//victim.png",
                                     "s3://{b}/x/../inplace/victim.png"])
 def test_a_double_slash_does_not_get_past_the_in_place_guard(http, s3_client, abuse_bucket, output):
@@ -278,16 +299,10 @@ def test_tile_size_is_kept_in_a_range_that_bounds_worker_memory(http, abuse_buck
 
 
 def test_the_cli_refuses_out_of_range_tile_sizes(service_env, tmp_path):
-    import subprocess
-    import sys
-
-    from tests.support.processes import REPO
-
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(_png())
-    result = subprocess.run([sys.executable, "-m", "services.cli", "run", "--task", "denoise", "--tile-size", "4096",
-                             str(tmp_path / "in"), "-o", str(tmp_path / "out")], cwd=REPO, capture_output=True,
-                            text=True, env={**__import__("os").environ, **service_env}, timeout=120)
+    result = _cli(service_env, "run", "--task", "denoise", "--tile-size", "4096", str(tmp_path / "in"),
+                  "-o", str(tmp_path / "out"))
     assert result.returncode == 2 and "4096" in result.stderr, result.stderr
 
 
