@@ -82,9 +82,9 @@ class BatchSubmitter:
             raise InvalidJobError(f"{input_url}: its output would be the input itself; restoring in place would "
                                   "destroy it (choose another output prefix)")
         job = Job.from_request(request, id=job_id, owner=batch.owner)
-        # A retry after a half-done add must not reset a job that already ran; a second message is harmless.
-        # Uncapped: an explicit batch checked the caps once for all its inputs, a prefix batch is paced by
-        # IMGRESTORE_BATCH_MAX_IN_FLIGHT.
+        # A retry after a half-done add must not reset a job that already ran: an existing record was queued with
+        # its message, so it is left alone. Uncapped: an explicit batch checked the caps once for all its inputs,
+        # a prefix batch is paced by IMGRESTORE_BATCH_MAX_IN_FLIGHT.
         self.submitter.create_queued(job, overwrite=False, capped=False)
         with self.batches.redis.pipeline() as pipe:  # counted after it is queued: a crash re-queues, never loses
             pipe.sadd(self.members_key(batch.id), job_id)

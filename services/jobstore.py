@@ -105,7 +105,7 @@ return removed
 # checked first: ARGV[4] for KEYS[4] (the job's queue), ARGV[5] for the sum over KEYS[5..] (every task queue); 0 is
 # no cap. HSET is the first write: when Redis refuses writes (OOM under noeviction, read-only replica,
 # min-replicas) it fails before anything is written, and a script that has written is never cut short by OOM.
-# ARGV[6] = '0' keeps an existing record (a batch input queued before): then only the message is pushed.
+# ARGV[6] = '0' keeps an existing record and pushes nothing: a record written here was queued with it.
 _CREATE_QUEUED_SCRIPT = """
 local cap = tonumber(ARGV[4])
 if cap > 0 then
@@ -118,24 +118,20 @@ if total_cap > 0 then
   for i = 5, #KEYS do waiting = waiting + redis.call('LLEN', KEYS[i]) end
   if waiting >= total_cap then return {'full', 'global', waiting, total_cap} end
 end
-local created = 1
-if ARGV[6] == '0' and redis.call('EXISTS', KEYS[1]) == 1 then
-  created = 0
-else
-  redis.call('HSET', KEYS[1], unpack(ARGV, 10))
-  -- an overwritten record (a re-submitted id) keeps none of the old fields the new one lacks
-  local keep = {}
-  for i = 10, #ARGV, 2 do keep[ARGV[i]] = true end
-  for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if not keep[name] then redis.call('HDEL', KEYS[1], name) end
-  end
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[9])
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[2]) - 1)
-  redis.call('ZADD', KEYS[3], ARGV[8], ARGV[9])
+if ARGV[6] == '0' and redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+-- an overwritten record (a re-submitted id) keeps none of the old fields the new one lacks
+local keep = {}
+for i = 10, #ARGV, 2 do keep[ARGV[i]] = true end
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if not keep[name] then redis.call('HDEL', KEYS[1], name) end
 end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[7], ARGV[9])
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[2]) - 1)
+redis.call('ZADD', KEYS[3], ARGV[8], ARGV[9])
 redis.call('LPUSH', KEYS[4], ARGV[3])
-return {'queued', created}
+return {'queued', 1}
 """
 
 # Atomically move a job to a final state, once: a second finish (a duplicate delivery) changes nothing. A job of a
@@ -272,7 +268,7 @@ class JobStore:
         """Writes the record and pushes ``message`` (``celery_app.encode_message``) onto ``queue`` in one script:
         both or neither. Raises ``QueueFullError`` when ``queue`` holds ``queue_cap`` waiting messages or
         ``all_queues`` together ``total_cap`` (0: no cap), with nothing written. With ``overwrite=False`` an
-        existing record is kept and only the message is pushed; True when the record was written."""
+        existing record is kept and nothing is pushed (it was queued with its message): False then."""
         fields: list[str] = []
         for name, value in _encode(job).items():
             fields += [name, value]

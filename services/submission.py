@@ -30,7 +30,7 @@ class Submitter:
     def create_queued(self, job: Job, overwrite: bool = True, capped: bool = True) -> bool:
         """Records ``job`` and queues its message as one unit (``JobStore.create_queued``): a Redis that refuses
         the write leaves neither, and the caller gets the Redis error. ``capped``: the queued-job caps apply
-        (``QueueFullError``). True when the record was written (False: ``overwrite=False`` kept an existing one)."""
+        (``QueueFullError``). True when queued; False when ``overwrite=False`` found the record (queued before)."""
         queue = self.settings.queue_for(job.task.value)
         # Unset fields are left out of the message (the worker's Job has the same defaults): 40 % of the job.
         message = encode_message(self.app, RESTORE_TASK, [job.model_dump(mode="json", exclude_none=True)], queue,

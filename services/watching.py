@@ -622,8 +622,9 @@ class JobQueue:
         job_id = uuid.uuid5(_NAMESPACE, f"{plan.watch_id}\n{input_url}\n{print_}").hex
         job = Job(id=job_id, task=plan.task, profile=plan.profile, input_url=input_url, output_url=output_url,
                   options=plan.options)
-        if self.store.create(job, overwrite=False):  # False: an earlier run queued it; just wait for it
-            self.submitter.enqueue(job)
+        # Record and message in one script (never a record without its message); an earlier run's job is left
+        # alone: just wait for it.
+        self.submitter.create_queued(job, overwrite=False, capped=False)
         return job_id
 
     def finished(self, job_ids: list[str], block: bool) -> dict[str, Job]:
