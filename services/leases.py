@@ -168,16 +168,21 @@ class LeaseKeeper(threading.Thread):
         self.keeper = name or keeper_name(consumer.hostname)
         self.claims = DeliveryClaims(store, lease_ms)
         self.interrupted: list[Delivery] = list(interrupted or [])
-        self.last_held: list[Delivery] = []
+        # Every delivery seen in the last lease TTL, with when: kombu empties its record when it closes a broken
+        # connection (and, if Redis is already back, puts the messages back itself) before Celery tells us the
+        # connection was lost — a keeper round in between would otherwise forget them, and their jobs, restarted
+        # while still ``running`` here, would count a lost delivery for a Redis blip.
+        self.recently_held: dict[str, tuple[Delivery, float]] = {}
         self._stopped = threading.Event()
 
     def stop(self) -> None:
         self._stopped.set()
 
     def held(self) -> list[Delivery]:
-        """Deliveries of this keeper's connection, including those seen at the last renewal (kombu may already
-        have dropped them from its record while closing a broken connection)."""
-        current = {d.tag: d for d in self.last_held}
+        """Deliveries of this keeper's connection, including those seen at renewals in the last lease TTL (kombu
+        may already have dropped them from its record while closing a broken connection). Handing back one that
+        finished meanwhile changes nothing: only a job still ``running`` here is marked interrupted."""
+        current = {tag: delivery for tag, (delivery, _) in self.recently_held.items()}
         current.update({d.tag: d for d in held_deliveries(self.channel)})
         return list(current.values())
 
@@ -195,7 +200,10 @@ class LeaseKeeper(threading.Thread):
 
     def renew_once(self) -> int:
         held = held_deliveries(self.channel)
-        self.last_held = held
+        now = time.monotonic()
+        self.recently_held = {tag: seen for tag, seen in self.recently_held.items()
+                              if now - seen[1] <= self.lease_ms / 1000}
+        self.recently_held.update({d.tag: (d, now) for d in held})
         index = self._index_key()
         tags = [d.tag for d in held] + [d.tag for d in self.interrupted]  # still running: keep them ours
         if tags:
