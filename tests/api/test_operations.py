@@ -43,7 +43,7 @@ def own_redis(tmp_path):
         return server
 
     yield start
-    for server in servers:
+    for server in reversed(servers):  # a replica before its primary: it would otherwise retry the primary
         server.stop()
 
 
