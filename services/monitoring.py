@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from celery import Celery
@@ -28,6 +30,20 @@ class Snapshot:
     finished: dict[str, int]  # final state -> count since Redis started
     failures: list[Job] = field(default_factory=list)
     recovery: dict[str, int] = field(default_factory=dict)  # interrupted deliveries, orphans re-queued
+    throughput: dict[str, "QueueRate"] = field(default_factory=dict)  # queue -> finished over the window
+    window_seconds: float = 0.0  # the throughput window
+    seconds: float = 0.0  # how long the snapshot took
+
+
+@dataclass
+class QueueRate:
+    """Jobs finished in the last ``window_seconds`` (by finish time, on Redis's clock)."""
+
+    succeeded: int = 0
+    failed: int = 0
+    megapixels: float = 0.0
+    jobs_per_s: float = 0.0
+    megapixels_per_s: float = 0.0
 
 
 class Monitor:
@@ -37,16 +53,71 @@ class Monitor:
         self.app = app
         self.queue_names = [settings.queue_for(t.value) for t in Task] + [settings.control_queue]
 
+    def expected_workers(self) -> int | None:
+        """Workers bound to the control exchange (kombu keeps one binding per worker's pidbox queue in Redis).
+        A worker killed without a goodbye leaves its binding: then the inspection waits its full timeout."""
+        key = f"_kombu.binding.{self.app.conf.control_exchange}.pidbox"
+        try:
+            return int(self.store.redis.scard(key)) or None
+        except Exception:  # not a Redis broker, or no such key: wait the full timeout
+            return None
+
     def workers(self, timeout: float = 1.0) -> list[WorkerInfo]:
-        inspector = self.app.control.inspect(timeout=timeout)
-        active = inspector.active() or {}
-        stats = inspector.stats() or {}
+        # A broadcast has no end: without ``limit`` each question waits its whole timeout (the two of them made a
+        # snapshot take 2.9 s). With the number of workers as limit it returns at the last reply; both questions go
+        # out at once.
+        limit = self.expected_workers()
+        inspector = self.app.control.inspect(timeout=timeout, limit=limit)
+        with ThreadPoolExecutor(2) as pool:
+            asked = pool.submit(inspector.active), pool.submit(inspector.stats)
+            active, stats = (future.result() or {} for future in asked)
         names = sorted(set(active) | set(stats))
         return [WorkerInfo(name, len(active.get(name) or []),
                            sum((stats.get(name) or {}).get("total", {}).values()) if name in stats else None)
                 for name in names]
 
-    def snapshot(self, failures: int = 8, worker_timeout: float = 1.0) -> Snapshot:
+    def throughput(self, window: float = 300.0, limit: int = 50_000) -> dict[str, QueueRate]:
+        """Per queue: jobs and megapixels finished over the last ``window`` seconds, from the job store's
+        finished-jobs indexes (scored by finish time) and the records' task and result (one pipelined read)."""
+        redis = self.store.redis
+        now = float(redis.time()[0])
+        ids: list[tuple[str, str]] = []
+        for state in ("succeeded", "failed"):
+            key = self.store.state_prefix + state
+            ids += [(state, job_id) for job_id in redis.zrangebyscore(key, now - window, "+inf", start=0, num=limit)]
+        with redis.pipeline(transaction=False) as pipe:
+            for _, job_id in ids:
+                pipe.hmget(self.store.job_key(job_id), "task", "result")
+            fields = pipe.execute()
+        rates = {self.settings.queue_for(t.value): QueueRate() for t in Task}
+        for (state, _), (task, result) in zip(ids, fields):
+            rate = rates.get(self.settings.queue_for(task)) if task else None
+            if rate is None:
+                continue  # expired record
+            if state == "succeeded":
+                rate.succeeded += 1
+                try:
+                    rate.megapixels += float(json.loads(result)["megapixels"]) if result else 0.0
+                except (ValueError, KeyError, TypeError):
+                    pass
+            else:
+                rate.failed += 1
+        for rate in rates.values():
+            rate.megapixels = round(rate.megapixels, 3)
+            rate.jobs_per_s = round((rate.succeeded + rate.failed) / window, 3)
+            rate.megapixels_per_s = round(rate.megapixels / window, 3)
+        return rates
+
+    def snapshot(self, failures: int = 8, worker_timeout: float = 1.0, window: float = 300.0) -> Snapshot:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(1) as pool:  # the workers' replies come while Redis is read
+            asked = pool.submit(self.workers, worker_timeout)
+            snapshot = self._redis_part(failures, window)
+            snapshot.workers = asked.result()
+        snapshot.seconds = round(time.perf_counter() - started, 3)
+        return snapshot
+
+    def _redis_part(self, failures: int, window: float) -> Snapshot:
         in_flight = queues.in_flight_by_queue(self.store.redis)
         depths = {q: {"waiting": queues.waiting(self.store.redis, q), "in_flight": in_flight.get(q, 0)}
                   for q in self.queue_names}
@@ -56,8 +127,8 @@ class Monitor:
                 recent.append(self.store.get(job_id))
             except Exception:
                 continue
-        return Snapshot(time.time(), depths, self.workers(worker_timeout), self.store.finished_counts(), recent,
-                        self.store.recovery_counts())
+        return Snapshot(time.time(), depths, [], self.store.finished_counts(), recent, self.store.recovery_counts(),
+                        self.throughput(window), window)
 
 
 def throughput(previous: Snapshot | None, current: Snapshot) -> float | None:

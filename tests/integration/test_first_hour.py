@@ -71,3 +71,39 @@ def test_run_summary_names_the_output_folder(tmp_path, tiny_model_dir):
                   "-o", "restored")
     assert result.returncode == 0, result.stderr
     assert f"outputs under {tmp_path / 'restored'}" in result.stderr, result.stderr  # before: "the folder given"
+
+
+def test_monitor_snapshot_has_throughput_and_does_not_wait_out_its_timeout(make_service, s3_client, bucket, tmp_path):
+    from services.jobs import JobRequest
+    from services.monitoring import Monitor
+
+    service = make_service(workers=1)
+    s3_client.put_object(Bucket=bucket, Key="in/a.png", Body=_png(1, 100))
+    jobs = [service.submitter.submit(JobRequest(task="watermark", input_url=f"s3://{bucket}/in/a.png",
+                                                output_url=f"s3://{bucket}/out/{i}.png")) for i in range(3)]
+    jobs.append(service.submitter.submit(JobRequest(task="denoise", input_url=f"s3://{bucket}/in/none.png")))
+    for job in jobs:
+        service.submitter.wait(job.id, timeout=120)
+
+    monitor = Monitor(service.settings, service.store, service.app)
+    assert monitor.expected_workers() == 1
+    snapshot = monitor.snapshot(worker_timeout=8.0, window=120)
+    assert [w.name for w in snapshot.workers] == [service.workers[0].name]
+    # Before: two broadcasts each waited their whole timeout, one after the other (≥ 16 s here; 2.9 s with the CLI's
+    # 1 s default). Now it ends at the worker's reply (well under a second on an idle machine; the bound leaves room
+    # for a loaded CI box, where a niced worker can take seconds to answer).
+    assert snapshot.seconds < 8.0, snapshot.seconds
+    rates = snapshot.throughput
+    watermark, denoise = rates[service.settings.queue_for("watermark")], rates[service.settings.queue_for("denoise")]
+    assert (watermark.succeeded, watermark.failed, denoise.failed) == (3, 0, 1)
+    assert watermark.megapixels == 0.03 and watermark.jobs_per_s == round(3 / 120, 3)
+    assert watermark.megapixels_per_s == round(0.03 / 120, 3)
+
+    result = _cli(service.env, tmp_path, "monitor", "--once", "--json", "--window", "120", "--worker-timeout", "8")
+    assert result.returncode == 0, result.stderr
+    data = __import__("json").loads(result.stdout)
+    assert data["throughput"][service.settings.queue_for("watermark")]["succeeded"] == 3
+    assert data["seconds"] < 8.0, data["seconds"]  # ended by the one reply, not the timeout
+    print(f"monitor snapshot: {snapshot.seconds} s in-process, {data['seconds']} s in the CLI (timeout 8 s)")
+    plain = _cli(service.env, tmp_path, "monitor", "--once", "--window", "120")
+    assert "jobs/s" in plain.stdout and "over the last 2 min" in plain.stdout and "throughput –" not in plain.stdout
