@@ -52,8 +52,11 @@ def main() -> int:
             run = ChaosRun(work / f"seed-{seed}", moto.endpoint, models, "chaos", "in/", args.pages, seed=seed)
             result = run.run(faults)
             runs.append(result.as_dict() | {"events": run.log})
-            downs = [f"{f.seconds:.0f}" for f in faults if f.kind == "redis_outage"]
-            rows.append({"seed": seed, "worker kills": sum(f.kind == "kill_worker" for f in faults),
+            # What was injected, not what was scheduled: a run can end before its last faults.
+            kills = sum("SIGKILL c" in line for line in run.log)
+            downs = [f"{f.seconds:.0f}" for f in faults if f.kind == "redis_outage"][
+                :sum("Redis SIGKILLed" in line for line in run.log)]
+            rows.append({"seed": seed, "worker kills": kills,
                          "Redis down (s)": "+".join(downs) or "–", "S3 faults": sum(result.s3_faults.values()),
                          "succeeded": result.succeeded, "failed": result.failed, "lost": result.lost,
                          "stuck": result.stuck, "counted twice": result.counted_twice,
