@@ -62,6 +62,17 @@ def measure(name: str, bf16: bool, threads: int, workers: int, seconds: float, w
             "megapixels_per_s": round(pixels / elapsed / 1e6, 3), "mean_loss": sum(losses) / len(losses)}
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name ("AMD EPYC …"); platform.processor() says only "x86_64" on Linux."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.throughput")
     p.add_argument("models", nargs="*", default=list(MODEL_NAMES))
@@ -75,14 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = {"config": leg_config(name), "before": before, "after": after,
                       "speedup": round(after["megapixels_per_s"] / before["megapixels_per_s"], 2)}
         print(name, json.dumps(rows[name]), flush=True)
-    machine = {"cpu": platform.processor() or platform.machine(), "bf16": bf16_supported(),
+    machine = {"cpu": cpu_model(), "bf16": bf16_supported(),
                "torch": torch.__version__, "cores": os.cpu_count()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.json").write_text(json.dumps({"machine": machine, "models": rows}, indent=1) + "\n")
     lines = ["# Training throughput per model (this machine, 2 cores)", "",
              "before: fp32, 1 thread, batches made in the training process (how the first models were trained); "
              "after: bf16 autocast + channels-last, 2 threads, batches from a worker process (how a leg trains). "
-             f"Same configs and batches; {args.seconds:.0f} s per setting after 3 warm-up steps.", "",
+             f"Same configs and batches; {args.seconds:.0f} s per setting after 3 warm-up steps. Machine: "
+             f"{machine['cpu']}, {machine['cores']} cores, bf16 {'yes' if machine['bf16'] else 'no'}, "
+             f"torch {machine['torch']}.", "",
              "| model | config | before crops/s | before MP/s | after crops/s | after MP/s | speed-up | loss before / after |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
