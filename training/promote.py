@@ -55,6 +55,28 @@ def decide(incumbent: dict[str, Any], candidate: dict[str, Any]) -> Decision:
                           + (f"; newly met: {'; '.join(gained)}" if gained else ""))
 
 
+def int8_bars_lost(fp32: dict[str, Any], int8: dict[str, Any]) -> list[str]:
+    """Bars the fp32 model meets and its int8 variant does not: an int8 variant ships only without any (the
+    service serves it by default on CPU, so a lost bar would be lost for most users)."""
+    return sorted({b["bar"] for b in fp32["bars"] if b["met"]} - {b["bar"] for b in int8["bars"] if b["met"]})
+
+
+def _drop_int8(name: str, models_dir: Path, int8_json: Path) -> None:
+    from export.manifest import read_manifest, write_manifest
+
+    manifest_path = models_dir / "manifest.json"
+    manifest = read_manifest(manifest_path)
+    for entry in manifest["models"]:
+        if entry["name"] == name:
+            for variant in [v for v in entry.get("variants", []) if v["precision"] == "int8"]:
+                (models_dir / variant["file"]).unlink(missing_ok=True)
+            entry["variants"] = [v for v in entry.get("variants", []) if v["precision"] != "int8"]
+    write_manifest(manifest_path, manifest)
+    results = json.loads(int8_json.read_text())
+    results["models"].pop(name, None)
+    write_results(results, int8_json.parent, int8_json.stem)
+
+
 def _manifest_entry(models_dir: Path, name: str) -> dict[str, Any]:
     manifest = json.loads((models_dir / "manifest.json").read_text())
     return next(m for m in manifest["models"] if m["name"] == name)
@@ -90,10 +112,16 @@ def _ship(name: str, model_pt: Path, candidate_dir: Path, models_dir: Path, qual
     write_manifest(manifest_path, upsert(read_manifest(manifest_path), entry))  # drops the stale int8 variant
     run_dir = model_pt.parent
     int8 = quantize_main([name, "--out", str(models_dir)])
-    if int8 == 0:
+    if int8 == 0 and _manifest_entry(models_dir, name).get("variants"):
         from .evaluate import main as evaluate_main
 
         evaluate_main([name, "--models-dir", str(models_dir), "--precision", "int8", "--out", str(quality_json.parent)])
+        int8_json = quality_json.parent / f"{quality_json.stem}-int8.json"
+        fp32 = json.loads(quality_json.read_text())["models"][name]
+        lost = int8_bars_lost(fp32, json.loads(int8_json.read_text())["models"][name])
+        if lost:
+            _drop_int8(name, models_dir, int8_json)
+            print(f"{name}: int8 variant dropped, it loses bars the fp32 model meets: {'; '.join(lost)}", flush=True)
     # Metrics of both precisions into the manifest entry (export reads them back by sha256).
     export_main([name, "--manifest-only", "--out", str(models_dir), "--quality", str(quality_json),
                  "--runs-dir", str(run_dir.parent), "--run", f"{name}={run_dir.name}"])

@@ -158,3 +158,27 @@ def test_promote_smoke(tmp_path: Path):
     assert record["candidate"]["score"] != record["shipped_before"]["score"]
     assert (tmp_path / "leg" / "candidate" / "photo-denoise.onnx").is_file()
     assert ((models / "photo-denoise.onnx").read_bytes() != before) == decision.promote
+
+
+def test_an_int8_variant_that_loses_a_bar_is_named_and_a_faithful_one_is_not():
+    from training.promote import int8_bars_lost
+
+    fp32 = {"bars": [{"bar": "clean ≥ 40 dB", "met": True}, {"bar": "above TV", "met": True},
+                     {"bar": "CBM3D", "met": False}]}
+    faithful = {"bars": [{"bar": "clean ≥ 40 dB", "met": True}, {"bar": "above TV", "met": True},
+                         {"bar": "CBM3D", "met": False}]}
+    lossy = {"bars": [{"bar": "clean ≥ 40 dB", "met": False}, {"bar": "above TV", "met": True},
+                      {"bar": "CBM3D", "met": False}]}
+    assert int8_bars_lost(fp32, faithful) == []
+    assert int8_bars_lost(fp32, lossy) == ["clean ≥ 40 dB"]
+
+
+def test_quality_markdown_keeps_figures_of_an_older_evaluation_version():
+    """quality.json holds every model; a promotion re-evaluates one. The others' figures may come from an older
+    evaluation whose tables lack today's keys: the report must still be written (it crashed a promotion)."""
+    from training.evaluate import MODULES, to_markdown
+
+    old = {"eval_version": 1, "summary": {"psnr_db": 31.16}, "bars": [], "onnx_s_per_mp": 0.4}
+    text = to_markdown({"models": {"watermark": old}})
+    assert "evaluation version 1" in text and f"version {MODULES['watermark'].VERSION}" in text
+    assert "31.16" in text
