@@ -157,7 +157,6 @@ class Settings(BaseSettings):
         "e.g. 10.0.0.0/8. Empty: public addresses only."
     )
 
-
     # --- logging ---
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"

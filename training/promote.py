@@ -189,13 +189,15 @@ def plot_legs(log: Path, path: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
     for ax, name in zip(axes[0], models):
-        total, xs, cand, shipped = 0.0, [], [], []
-        for r in (r for r in legs if r["model"] == name):
+        mine = [r for r in legs if r["model"] == name]
+        # The curve starts where the legs did: the model shipped before the first leg, at 0 leg pixels.
+        total, xs, cand, shipped = 0.0, [0.0], [], [mine[0]["shipped_before"]["score"]]
+        for r in mine:
             total += (r.get("pixels") or 0) / 1e9
             xs.append(total)
             cand.append(r["candidate"]["score"])
             shipped.append(r["candidate"]["score"] if r["promoted"] else r["shipped_before"]["score"])
-        ax.plot(xs, cand, "o", color="tab:gray", label="leg result")
+        ax.plot(xs[1:], cand, "o", color="tab:gray", label="leg result")
         ax.step(xs, shipped, "-", where="post", color="tab:blue", label="shipped")
         ax.set_title(name)
         ax.set_xlabel("training gigapixels (accumulated)")
