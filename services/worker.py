@@ -11,12 +11,20 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 
 # Multiprocess metrics need the folder before prometheus_client is first imported, in this process and its children.
 _OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="imgrestore-metrics-")
+    if "prometheus_client.values" in sys.modules:
+        # `imgrestore worker` imports every verb's module first, and some import prometheus_client, which then chose
+        # its single-process value class: the pool children's counts never reached /metrics. Every metric here is
+        # labelled, so its values are made at first use, after this switch.
+        from prometheus_client import values
+
+        values.ValueClass = values.get_value_class()
 
 from celery import signals  # noqa: E402
 

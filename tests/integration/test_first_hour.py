@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.support.processes import REPO
@@ -73,11 +74,25 @@ def test_run_summary_names_the_output_folder(tmp_path, tiny_model_dir):
     assert f"outputs under {tmp_path / 'restored'}" in result.stderr, result.stderr  # before: "the folder given"
 
 
-def test_monitor_snapshot_has_throughput_and_does_not_wait_out_its_timeout(make_service, s3_client, bucket, tmp_path):
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis of its own: kombu keeps one control binding per worker in the database, and workers that other tests
+    SIGKILLed leave theirs behind (then an inspection rightly waits its whole timeout). Requested before
+    ``make_service``, so it stops after the workers."""
+    from tests.support.chaos import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_monitor_snapshot_has_throughput_and_does_not_wait_out_its_timeout(private_redis, make_service, s3_client,
+                                                                          bucket, tmp_path):
     from services.jobs import JobRequest
     from services.monitoring import Monitor
 
-    service = make_service(workers=1)
+    service = make_service(workers=1, IMGRESTORE_REDIS_URL=private_redis.url)
     s3_client.put_object(Bucket=bucket, Key="in/a.png", Body=_png(1, 100))
     jobs = [service.submitter.submit(JobRequest(task="watermark", input_url=f"s3://{bucket}/in/a.png",
                                                 output_url=f"s3://{bucket}/out/{i}.png")) for i in range(3)]

@@ -99,7 +99,9 @@ def _smoke_config(tmp_path: Path) -> Path:
 def _models_dir(tmp_path: Path) -> Path:
     models = tmp_path / "models"
     models.mkdir()
-    for f in ("photo-denoise.onnx", "photo-denoise-int8.onnx", "manifest.json"):
+    entry = next(m for m in json.loads((SHIPPED / "manifest.json").read_text())["models"]
+                 if m["name"] == "photo-denoise")
+    for f in ("manifest.json", entry["file"], *(v["file"] for v in entry.get("variants", []))):
         shutil.copy(SHIPPED / f, models / f)
     return models
 
@@ -111,7 +113,9 @@ def test_leg_trains_for_its_budget_and_a_rerun_does_not_extend_it(tmp_path: Path
                     progress=False, models_dir=models)
     model, blob = load_trained(final)
     leg = blob["leg"]
-    assert leg["steps"] > 0 and leg["pixels"] == leg["steps"] * 2 * 32 * 32 and leg["init"]["adapted"] == 1
+    assert leg["steps"] > 0 and leg["pixels"] == leg["steps"] * 2 * 32 * 32
+    # The shipped photo-denoise is the noise-aware network of this config: every tensor starts from it.
+    assert leg["init"]["copied"] > 40 and (leg["init"]["adapted"], leg["init"]["new"]) == (0, 0), leg["init"]
     assert 0.04 <= leg["minutes"] <= 0.5
     # The same command again finds the finished leg: no further steps, same weights.
     again = run_leg("photo-denoise", settings, run_dir=tmp_path / "leg", config=config, photos=_photos(),
