@@ -12,7 +12,6 @@ Two runners share one plan:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -28,7 +27,7 @@ import redis
 from PIL import Image
 
 from .batches import Batch, BatchStore
-from .batching import DEFAULT_INCLUDE, BatchSubmitter, output_for, prefix_root
+from .batching import DEFAULT_INCLUDE, BatchSubmitter, output_for, prefix_root, request_id
 from .errors import InvalidJobError
 from .jobs import Job, JobOptions, Profile, Task
 from .jobstore import JobStore
@@ -57,9 +56,7 @@ class BackfillPlan:
     @property
     def backfill_id(self) -> str:
         """The same request gives the same id, which is what ``--resume`` finds."""
-        key = json.dumps([self.task.value, self.profile.value, self.root, self.output.rstrip("/"),
-                          sorted(self.include), self.options.model_dump(mode="json")])
-        return "bf-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        return request_id("bf", self.task, self.profile, self.root, self.output, self.include, self.options)
 
     def batch(self, owner: str | None = None) -> Batch:
         return Batch(id=self.backfill_id, kind="backfill", task=self.task, profile=self.profile, options=self.options,

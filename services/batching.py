@@ -6,6 +6,8 @@ Every input of a batch gets a deterministic job id (uuid5 of batch id + input UR
 
 from __future__ import annotations
 
+import hashlib
+import json
 import posixpath
 import uuid
 from collections.abc import Iterable
@@ -17,7 +19,7 @@ from .celery_app import send
 from .config import Settings
 from .errors import InvalidJobError
 from .imaging import EXTENSIONS
-from .jobs import RESTORED_DIR, Job, JobRequest, derive_output_url
+from .jobs import RESTORED_DIR, Job, JobOptions, JobRequest, Profile, Task, derive_output_url
 from .jobstore import JobStore
 from .storage import StorageRouter, matches_any, split_s3_url
 from .submission import Submitter, validate_urls
@@ -55,6 +57,15 @@ def is_own_output(batch: Batch, url: str) -> bool:
 def prefix_root(prefix_url: str) -> str:
     """The listing root of a prefix: ``s3://b/scans`` and ``s3://b/scans/`` both mean the folder ``scans/``."""
     return prefix_url if prefix_url.endswith("/") else prefix_url + "/"
+
+
+def request_id(kind: str, task: Task, profile: Profile, root: str, output: str, include: Iterable[str],
+               options: JobOptions) -> str:
+    """``kind-<16 hex>``: the same request over a prefix (a backfill, a watched folder) gives the same id, and so
+    finds its state again after a restart or ``--resume``."""
+    key = json.dumps([task.value, profile.value, root, output.rstrip("/"), sorted(include),
+                      options.model_dump(mode="json")])
+    return f"{kind}-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 class BatchSubmitter:

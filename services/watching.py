@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .batches import Batch
-from .batching import DEFAULT_INCLUDE, output_for, prefix_root
+from .batching import DEFAULT_INCLUDE, output_for, prefix_root, request_id
 from .errors import ConfigurationError, InvalidJobError
 from .jobs import Job, JobError, JobOptions, JobState, Profile, Task
 from .jobstore import JobStore
@@ -94,9 +93,7 @@ class WatchPlan:
     @property
     def watch_id(self) -> str:
         """The same request gives the same id, and so the same state file: a restart continues."""
-        key = json.dumps([self.task.value, self.profile.value, self.root, self.output.rstrip("/"),
-                          sorted(self.include), self.options.model_dump(mode="json")])
-        return "wt-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        return request_id("wt", self.task, self.profile, self.root, self.output, self.include, self.options)
 
     def output_url(self, input_url: str) -> str:
         batch = Batch(id=self.watch_id, kind="watch", task=self.task, profile=self.profile, options=self.options,
