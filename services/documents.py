@@ -31,9 +31,9 @@ import numpy as np
 from PIL import Image, TiffImagePlugin
 
 from . import metrics
-from .errors import DocumentTooLargeError, ImageDecodeError, ImageTooLargeError, UnsupportedImageError
-from .imaging import DecodedImage, arrays_image, frame_arrays, to_uint8
-from .jobs import Job, OutputInfo, PageCounts, StageTimings, Task
+from .errors import DocumentTooLargeError, ImageDecodeError, UnsupportedImageError
+from .imaging import DecodedImage, arrays_image, check_size, frame_arrays, to_uint8
+from .jobs import Job, OutputInfo, PageCounts, StageTimings
 
 if TYPE_CHECKING:
     from .pipeline import Restorer, RestoreOutcome
@@ -141,13 +141,8 @@ def _page_error(index: int, total: int, exc: BaseException) -> ImageDecodeError:
 
 
 def _check_page(index: int, total: int, width: int, height: int, max_pixels: int, what: str = "") -> None:
-    if width < 1 or height < 1:
-        raise ImageDecodeError(f"page {index + 1} of {total} has no pixels ({width}×{height})")
-    if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"page {index + 1} of {total}{what}: {width}×{height} = {width * height / 1e6:.1f} MP exceeds the limit "
-            f"of {max_pixels / 1e6:.1f} MP (IMGRESTORE_MAX_PAGE_PIXELS)"
-        )
+    page = f"page {index + 1} of {total}"
+    check_size(width, height, max_pixels, "IMGRESTORE_MAX_PAGE_PIXELS", subject=page, where=f"{page}{what}: ")
 
 
 def _check_page_count(total: int, limit: int, kind: str) -> None:

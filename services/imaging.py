@@ -81,6 +81,19 @@ def normalize_format(name: str | None) -> str | None:
     return fmt
 
 
+def check_size(width: int, height: int, max_pixels: int, limit_name: str, subject: str = "image",
+               where: str = "") -> None:
+    """Refuses an image (or a document's page: ``subject``/``where`` name it) with no pixels or more than
+    ``max_pixels``, naming the setting that sets the limit."""
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"{subject} has no pixels ({width}×{height})")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{where}{width}×{height} = {width * height / 1e6:.1f} MP exceeds the limit of {max_pixels / 1e6:.1f} MP "
+            f"({limit_name})"
+        )
+
+
 def decode(data: bytes, max_pixels: int) -> DecodedImage:
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
@@ -122,13 +135,7 @@ def check_supported(image: Image.Image, max_pixels: int, limit_name: str = "IMGR
         kind = "multi-page TIFF" if image.format == "TIFF" else f"animated {image.format}"
         raise UnsupportedImageError(f"{kind} with {frames} frames; split it into single images first")
     width, height = image.size
-    if width < 1 or height < 1:
-        raise ImageDecodeError(f"image has no pixels ({width}×{height})")
-    if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"{width}×{height} = {width * height / 1e6:.1f} MP exceeds the limit of {max_pixels / 1e6:.1f} MP "
-            f"({limit_name})"
-        )
+    check_size(width, height, max_pixels, limit_name)
     if image.mode not in _GRAY_MODES | _RGB_MODES:
         raise UnsupportedImageError(f"pixel mode {image.mode} is not supported")
 
