@@ -75,7 +75,7 @@ import json, sys, time
 sys.path.insert(0, {str(REPO)!r})
 from services.config import Settings
 from services.jobs import Job
-from services.pipeline import Restorer
+from services.restorer import Restorer
 restorer = Restorer(Settings(max_document_pages=100000))
 job = Job(task="denoise", profile="document", input_url={str(source)!r}, output_url={str(folder / ('out-' + source.name))!r})
 restorer.registry.load(restorer.registry.resolve("denoise", "document"))  # model load is not a page's time
@@ -102,7 +102,7 @@ def size_ratios(folder: Path, dpi: int, count: int) -> list[dict]:
     """A4 pages at ``dpi``: restored size / input size for Group 4 bilevel TIFF, deflate gray TIFF and JPEG PDF."""
     from services.config import Settings
     from services.jobs import Job
-    from services.pipeline import Restorer
+    from services.restorer import Restorer
 
     width, height = round(8.27 * dpi), round(11.69 * dpi)
     restorer = Restorer(Settings())

@@ -21,12 +21,12 @@ from PIL import Image
 
 from common import REPO, children, markdown_table, peak_rss_mb, redis_url, write_results  # noqa: E402
 
-from services.celery_app import create_app  # noqa: E402
 from services.config import Settings  # noqa: E402
+from services.inference.registry import load_manifest  # noqa: E402
 from services.jobs import JobRequest  # noqa: E402
-from services.jobstore import JobStore  # noqa: E402
-from services.registry import load_manifest  # noqa: E402
-from services.submission import Submitter  # noqa: E402
+from services.queue.celery_app import create_app  # noqa: E402
+from services.queue.job_store import JobStore  # noqa: E402
+from services.queue.submission import Submitter  # noqa: E402
 from tests.support.processes import start_worker  # noqa: E402
 
 

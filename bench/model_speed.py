@@ -23,8 +23,8 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
 from services.config import Settings  # noqa: E402
-from services.registry import load_manifest  # noqa: E402
-from services.tiling import TilePlan, run_tiled  # noqa: E402
+from services.inference.registry import load_manifest  # noqa: E402
+from services.inference.tiling import TilePlan, run_tiled  # noqa: E402
 
 def load_torch(spec, onnx_path: Path) -> torch.nn.Module:
     """The PyTorch network of a shipped model, with the very weights inside its ONNX file.

@@ -15,11 +15,11 @@ import redis
 
 from common import markdown_table, write_results  # noqa: E402
 
-from services.celery_app import RESTORE_TASK, create_app, send  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.jobs import Job, JobRequest, Task  # noqa: E402
-from services.jobstore import JobStore  # noqa: E402
-from services.submission import Submitter  # noqa: E402
+from services.queue.celery_app import RESTORE_TASK, create_app, send  # noqa: E402
+from services.queue.job_store import JobStore  # noqa: E402
+from services.queue.submission import Submitter  # noqa: E402
 from tests.support.chaos import RedisServer  # noqa: E402
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from common import git_commit, markdown_table, redis_url, write_results  # noqa: E402
 
-from services.celery_app import create_app  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.jobs import JobRequest, JobState  # noqa: E402
-from services.jobstore import JobStore  # noqa: E402
-from services.submission import Submitter  # noqa: E402
+from services.queue.celery_app import create_app  # noqa: E402
+from services.queue.job_store import JobStore  # noqa: E402
+from services.queue.submission import Submitter  # noqa: E402
 from tests.support.onnx_models import write_model_dir  # noqa: E402
 from tests.support.processes import start_worker, wait_until  # noqa: E402
 

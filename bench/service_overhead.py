@@ -20,14 +20,14 @@ from PIL import Image
 
 from common import REPO, markdown_table, redis_url, write_results  # noqa: E402
 
-from services.celery_app import create_app  # noqa: E402
 from services.config import Settings  # noqa: E402
-from services.imaging import decode  # noqa: E402
-from services.inference import TileSettings, run_model  # noqa: E402
+from services.imaging.codecs import decode  # noqa: E402
+from services.inference.registry import ModelRegistry  # noqa: E402
+from services.inference.runner import TileSettings, run_model  # noqa: E402
 from services.jobs import JobRequest  # noqa: E402
-from services.jobstore import JobStore  # noqa: E402
-from services.registry import ModelRegistry  # noqa: E402
-from services.submission import Submitter  # noqa: E402
+from services.queue.celery_app import create_app  # noqa: E402
+from services.queue.job_store import JobStore  # noqa: E402
+from services.queue.submission import Submitter  # noqa: E402
 from tests.support.processes import start_moto, start_worker  # noqa: E402
 
 AWS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}

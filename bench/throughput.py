@@ -20,12 +20,11 @@ from PIL import Image
 
 from common import markdown_table, redis_url, write_results  # noqa: E402  (bench/ is the script's folder)
 
-from services.batches import Batch, BatchStore  # noqa: E402
-from services.batching import BatchSubmitter  # noqa: E402
-from services.celery_app import create_app  # noqa: E402
 from services.config import Settings  # noqa: E402
-from services.jobstore import JobStore  # noqa: E402
-from services.submission import Submitter  # noqa: E402
+from services.queue.batch_store import Batch, BatchStore  # noqa: E402
+from services.queue.celery_app import create_app  # noqa: E402
+from services.queue.job_store import JobStore  # noqa: E402
+from services.queue.submission import BatchSubmitter, Submitter  # noqa: E402
 from tests.support.onnx_models import write_model_dir  # noqa: E402
 from tests.support.processes import start_moto, start_worker  # noqa: E402
 

@@ -5,7 +5,7 @@ Two runners share one plan:
   batch of kind ``backfill``, never more than ``max_in_flight`` unfinished at once. Job ids are derived from the
   backfill id and the input, and membership lives in Redis, so ``--resume`` after a crash or Ctrl-C queues exactly
   the inputs that were never queued and waits for the rest: nothing twice, nothing skipped. While it waits it also
-  sweeps for orphans (``services.recovery``), so it never waits on a job that nobody holds, workers or not.
+  sweeps for orphans (``services.queue.recovery``), so it never waits on a job that nobody holds, workers or not.
 - ``EmbeddedBackfill`` (local folders, or ``--embedded``): restores in this process; finished inputs are appended
   to a state file (JSON lines) that ``--resume`` reads back.
 """
@@ -26,13 +26,13 @@ from pathlib import Path
 import redis
 from PIL import Image
 
-from .batches import Batch, BatchStore
-from .batching import DEFAULT_INCLUDE, BatchSubmitter, output_for, prefix_root, request_id
 from .errors import InvalidJobError
 from .jobs import Job, JobOptions, Profile, Task
-from .jobstore import JobStore
-from .pipeline import Restorer, attempt
-from .recovery import OrphanSweeper
+from .queue.batch_store import Batch, BatchStore
+from .queue.job_store import JobStore
+from .queue.recovery import OrphanSweeper
+from .queue.submission import DEFAULT_INCLUDE, BatchSubmitter, output_for, prefix_root, request_id
+from .restorer import Restorer, attempt
 from .storage import ObjectInfo, StorageRouter, is_s3_url, matches_any
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
-    from .callbacks import Egress
+    from .webhooks import Egress
 
 PACKAGED_MODEL_DIR = Path(__file__).parent / "models"
 
@@ -176,14 +176,14 @@ class Settings(BaseSettings):
     @field_validator("callback_allowed_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
-        from .callbacks import parse_networks
+        from .webhooks import parse_networks
 
         parse_networks(value)  # a malformed entry fails at startup, naming itself
         return value
 
     @property
     def callback_egress(self) -> "Egress":
-        from .callbacks import Egress, parse_networks
+        from .webhooks import Egress, parse_networks
 
         return Egress(parse_networks(self.callback_allowed_networks), self.callback_timeout,
                       self.callback_max_response_bytes)

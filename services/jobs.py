@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from .errors import UnsupportedImageError
-from .imaging import EXTENSIONS, normalize_format
+from .imaging.codecs import EXTENSIONS, normalize_format
 
 
 class Task(str, Enum):
@@ -106,6 +107,15 @@ class OutputInfo(BaseModel):
     profile: str | None = None
     tiles: int
     pages: PageCounts | None = Field(None, description="Documents only; width and height are the first page's.")
+
+
+@dataclass
+class RestoreOutcome:
+    """What restoring one job (an image or a whole document) produced, as the job record keeps it."""
+
+    result: OutputInfo
+    timings: StageTimings
+    provider: str
 
 
 class JobRequest(BaseModel):

@@ -14,7 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from . import queues
+from .queue import depth
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +72,18 @@ class QueueCollector(Collector):
         self.unacked_key = unacked_key
 
     def collect(self):
-        depth = GaugeMetricFamily("imgrestore_queue_depth", "Jobs waiting in each queue.", labels=["queue"])
+        depth_gauge = GaugeMetricFamily("imgrestore_queue_depth", "Jobs waiting in each queue.", labels=["queue"])
         flight = GaugeMetricFamily("imgrestore_queue_in_flight", "Jobs delivered to workers, not yet acknowledged.",
                                    labels=["queue"])
         backlog = GaugeMetricFamily("imgrestore_queue_backlog", "Waiting + in flight: what autoscaling follows.",
                                     labels=["queue"])
-        running = queues.in_flight_by_queue(self.client, self.unacked_key)
+        running = depth.in_flight_by_queue(self.client, self.unacked_key)
         for queue in self.queues:
-            waiting = queues.waiting(self.client, queue)
-            depth.add_metric([queue], waiting)
+            waiting = depth.waiting(self.client, queue)
+            depth_gauge.add_metric([queue], waiting)
             flight.add_metric([queue], running.get(queue, 0))
             backlog.add_metric([queue], waiting + running.get(queue, 0))
-        yield from (depth, flight, backlog)
+        yield from (depth_gauge, flight, backlog)
 
 
 class RedisMemoryCollector(Collector):

@@ -11,8 +11,8 @@ from celery import Celery
 
 from .config import Settings
 from .jobs import Job, Task
-from .jobstore import JobStore
-from . import queues
+from .queue import depth
+from .queue.job_store import JobStore
 
 
 @dataclass
@@ -118,8 +118,8 @@ class Monitor:
         return snapshot
 
     def _redis_part(self, failures: int, window: float) -> Snapshot:
-        in_flight = queues.in_flight_by_queue(self.store.redis)
-        depths = {q: {"waiting": queues.waiting(self.store.redis, q), "in_flight": in_flight.get(q, 0)}
+        in_flight = depth.in_flight_by_queue(self.store.redis)
+        depths = {q: {"waiting": depth.waiting(self.store.redis, q), "in_flight": in_flight.get(q, 0)}
                   for q in self.queue_names}
         recent = []
         for job_id in self.store.dead_letters(limit=failures):

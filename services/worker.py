@@ -1,8 +1,8 @@
 """Celery worker: ``celery -A services.worker worker`` (or ``imgrestore worker``).
 
-Tasks are thin: ``imgrestore.restore`` hands a job to ``execution.JobRunner``; ``imgrestore.expand_batch`` lists a
+Tasks are thin: ``imgrestore.restore`` hands a job to ``job_runner.JobRunner``; ``imgrestore.expand_batch`` lists a
 batch's S3 prefix a few pages at a time; ``imgrestore.notify`` hands a webhook to the process's sender threads
-(``callbacks.CallbackSender``: off the restore slots, retried with backoff). Metrics from the pool's child processes
+(``webhooks.CallbackSender``: off the restore slots, retried with backoff). Metrics from the pool's child processes
 are aggregated (prometheus_client multiprocess mode) and served by the main process.
 """
 
@@ -28,23 +28,22 @@ if _OWN_METRICS_DIR:
 
 from celery import signals  # noqa: E402
 
-from . import callbacks, metrics  # noqa: E402
-from .batches import BatchStore  # noqa: E402
-from .batching import EXPAND_TASK, BatchSubmitter  # noqa: E402
-from .celery_app import NOTIFY_TASK, RESTORE_TASK, app, send  # noqa: E402
+from . import metrics, webhooks  # noqa: E402
 from .config import get_settings  # noqa: E402
 from .errors import TransientError  # noqa: E402
-from .execution import JobRunner, RetryLater, retry_delay  # noqa: E402
-from .notifications import Notification  # noqa: E402
+from .inference.registry import ModelRegistry  # noqa: E402
+from .job_runner import JobRunner, RetryLater, retry_delay  # noqa: E402
 from .jobs import Job  # noqa: E402
-from .jobstore import JobStore  # noqa: E402
-from .leases import LeaseRenewal  # noqa: E402
 from .logs import configure_logging  # noqa: E402
-from .outages import (REDIS_DOWN, OutageSafeRequest, RedisUnavailable, abandon_delivery, patiently,  # noqa: E402
-                      retry_task)
-from .pipeline import Restorer  # noqa: E402
-from .registry import ModelRegistry  # noqa: E402
-from .submission import Submitter  # noqa: E402
+from .queue.batch_store import BatchStore  # noqa: E402
+from .queue.celery_app import NOTIFY_TASK, RESTORE_TASK, app, send  # noqa: E402
+from .queue.job_store import JobStore  # noqa: E402
+from .queue.leases import LeaseRenewal  # noqa: E402
+from .queue.outages import (REDIS_DOWN, OutageSafeRequest, RedisUnavailable, abandon_delivery,  # noqa: E402
+                            patiently, retry_task)
+from .queue.submission import EXPAND_TASK, BatchSubmitter, Submitter  # noqa: E402
+from .restorer import Restorer  # noqa: E402
+from .webhooks import Notification  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ def _send_notification(note: Notification) -> None:
         patiently(lambda: send(app, NOTIFY_TASK, [note.url, note.event, note.payload], settings.control_queue),
                   runner().store.redis, settings.redis_outage_wait, "webhook task")
     except RedisUnavailable as exc:  # the job itself is final and recorded: only its webhook is lost
-        log.error("webhook not queued: Redis unavailable", extra={"url": callbacks.redact_url(note.url),
+        log.error("webhook not queued: Redis unavailable", extra={"url": webhooks.redact_url(note.url),
                                                                    "event": note.event, "error": str(exc)})
 
 
@@ -151,17 +150,17 @@ def notify_task(self, url: str, event: str, payload: dict, attempt: int = 0) -> 
     settings = get_settings()
     if not sender().offer(url, event, payload, attempt):
         raise retry_task(self, 1.0, runner().store.redis, settings.redis_outage_wait)
-    return {"url": callbacks.redact_url(url), "event": event, "attempt": attempt, "handed_off": True}
+    return {"url": webhooks.redact_url(url), "event": event, "attempt": attempt, "handed_off": True}
 
 
-_sender: callbacks.CallbackSender | None = None
+_sender: webhooks.CallbackSender | None = None
 
 
-def sender() -> callbacks.CallbackSender:
+def sender() -> webhooks.CallbackSender:
     """One per worker process, created after the fork (threads do not survive one)."""
     global _sender
     if _sender is None:
-        _sender = callbacks.CallbackSender(_deliver, threads=get_settings().callback_sender_threads)
+        _sender = webhooks.CallbackSender(_deliver, threads=get_settings().callback_sender_threads)
     return _sender
 
 
@@ -169,13 +168,13 @@ def _deliver(url: str, event: str, payload: dict, attempt: int) -> None:
     """One attempt, in a sender thread; a failure worth retrying is published again with backoff."""
     settings = get_settings()
     secret = settings.callback_secret.get_secret_value() if settings.callback_secret else None
-    shown = {"url": callbacks.redact_url(url), "event": event, "attempt": attempt + 1}
+    shown = {"url": webhooks.redact_url(url), "event": event, "attempt": attempt + 1}
     try:
-        status = callbacks.post(url, event, payload, secret, settings.callback_egress)
-    except callbacks.CallbackRefused as exc:
+        status = webhooks.post(url, event, payload, secret, settings.callback_egress)
+    except webhooks.CallbackRefused as exc:
         log.error("webhook refused", extra={**shown, "error": str(exc)})
         return
-    except callbacks.CallbackFailed as exc:
+    except webhooks.CallbackFailed as exc:
         if attempt + 1 >= settings.callback_max_attempts:
             log.error("webhook given up", extra={**shown, "error": str(exc)})
             return

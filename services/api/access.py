@@ -8,9 +8,9 @@ own bucket sees nothing else. Anything a token may not see reads as "not found" 
 
 from __future__ import annotations
 
-from ..batches import Batch
 from ..errors import JobNotFoundError
 from ..jobs import Job
+from ..queue.batch_store import Batch
 from .auth import Principal
 
 

@@ -9,18 +9,18 @@ from contextlib import asynccontextmanager
 from celery import Celery
 from fastapi import FastAPI
 
-from ..batches import BatchStore
-from ..batching import BatchSubmitter
-from ..celery_app import create_app as create_celery_app
 from ..config import Settings, get_settings
-from ..jobstore import JobStore
+from ..queue.batch_store import BatchStore
+from ..queue.celery_app import create_app as create_celery_app
+from ..queue.job_store import JobStore
+from ..queue.submission import BatchSubmitter, Submitter
 from ..storage import StorageRouter
-from ..submission import Submitter
 from . import errors
 from .auth import parse_tokens
 from .context import QUEUE_TASKS, ApiContext
 from .idempotency import IdempotencyStore
-from .observability import ApiMetrics, BodyLimitMiddleware, ObservabilityMiddleware
+from .limits import BodyLimitMiddleware
+from .observability import ApiMetrics, ObservabilityMiddleware
 from .routes import batches, health, jobs, ui
 from .thumbnails import ThumbnailCache, Thumbnailer
 

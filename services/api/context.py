@@ -9,12 +9,11 @@ from redis import Redis
 from celery import Celery
 from fastapi import Request
 
-from ..batches import BatchStore
-from ..batching import BatchSubmitter
 from ..config import Settings
-from ..jobstore import JobStore
+from ..queue.batch_store import BatchStore
+from ..queue.job_store import JobStore
+from ..queue.submission import BatchSubmitter, Submitter
 from ..storage import StorageRouter
-from ..submission import Submitter
 from .auth import TokenTable
 from .idempotency import IdempotencyStore
 from .observability import ApiMetrics

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageDecodeError
-from ..imaging import check_supported, decode
+from ..imaging.codecs import check_supported, decode
 from ..storage import StorageRouter, is_s3_url
 from .errors import ApiError
 

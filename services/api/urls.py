@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from ..callbacks import CallbackRefused, IPNetwork, check_target
 from ..storage import key_problem
+from ..webhooks import CallbackRefused, IPNetwork, check_target
 from .errors import ApiError
 
 BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"

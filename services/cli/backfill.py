@@ -12,16 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..backfill import BackfillPlan, BackfillStatus, EmbeddedBackfill, QueuedBackfill, count_in_background, estimate
-from ..batches import BatchStore
-from ..batching import DEFAULT_INCLUDE, BatchSubmitter
-from ..celery_app import app
 from ..errors import ImgRestoreError
-from ..imaging import normalize_format
+from ..imaging.codecs import normalize_format
 from ..jobs import JobOptions, Profile, Task
-from ..pipeline import Restorer
-from ..recovery import OrphanSweeper
+from ..queue.batch_store import BatchStore
+from ..queue.celery_app import app
+from ..queue.recovery import OrphanSweeper
+from ..queue.submission import DEFAULT_INCLUDE, BatchSubmitter, Submitter
+from ..restorer import Restorer
 from ..storage import StorageRouter, is_s3_url
-from ..submission import Submitter
 from .common import EXIT_FAILED, EXIT_USAGE, cli, job_store, quiet_logging, reports_errors, settings
 
 

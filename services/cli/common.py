@@ -14,8 +14,8 @@ import redis
 from ..config import Settings, get_settings
 from ..errors import ImgRestoreError
 from ..jobs import Job
-from ..jobstore import JobStore
 from ..logs import configure_logging, redact
+from ..queue.job_store import JobStore
 
 EXIT_FAILED = 1  # the work ran and something failed (a job, a file)
 EXIT_USAGE = 2  # the request itself was wrong (bad URL, unknown id, unreachable service)

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from ..errors import ImgRestoreError
-from ..registry import ModelRegistry, ModelSpec, choose_providers, load_manifest, sha256_file
+from ..inference.registry import ModelRegistry, ModelSpec, choose_providers, load_manifest, sha256_file
 from .common import EXIT_FAILED, EXIT_USAGE, cli, echo_json, fail, settings
 
 SMOKE_SIDE = 32  # pixels: the smoke tile is the smallest multiple of the model's `multiple_of` at least this big

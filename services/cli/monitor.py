@@ -12,8 +12,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from ..celery_app import app
 from ..monitoring import Monitor, Snapshot, throughput
+from ..queue.celery_app import app
 from .common import cli, echo_json, job_store, reports_errors, settings
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import click
 
-from ..batches import BatchStore
-from ..celery_app import app
 from ..jobs import JobState
-from ..recovery import OrphanSweeper
-from ..submission import Submitter
+from ..queue.batch_store import BatchStore
+from ..queue.celery_app import app
+from ..queue.recovery import OrphanSweeper
+from ..queue.submission import Submitter
 from .common import EXIT_USAGE, cli, echo_json, fail, job_store, reports_errors, settings
 
 

@@ -14,11 +14,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..documents import DOCUMENT_SUFFIXES
 from ..errors import ImgRestoreError, InvalidJobError
-from ..imaging import EXTENSIONS, normalize_format
+from ..imaging.codecs import EXTENSIONS, normalize_format
+from ..imaging.documents import DOCUMENT_SUFFIXES
 from ..jobs import TILE_SIZE_MAX, TILE_SIZE_MIN, Job, JobOptions, Profile, Task
-from ..pipeline import Restorer, attempt
+from ..restorer import Restorer, attempt
 from ..storage import IMAGE_SUFFIXES, StorageRouter, is_s3_url, local_path, split_s3_url
 from .common import EXIT_FAILED, EXIT_USAGE, cli, echo_json, quiet_logging, settings
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..celery_app import app
 from ..jobs import JobOptions, JobRequest, JobState, Profile, Task
-from ..submission import Submitter
+from ..queue.celery_app import app
+from ..queue.submission import Submitter
 from .common import EXIT_FAILED, cli, job_store, print_job, reports_errors, settings
 
 

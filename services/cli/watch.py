@@ -13,13 +13,13 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from ..batching import DEFAULT_INCLUDE
 from ..errors import ImgRestoreError
-from ..imaging import normalize_format
-from ..jobs import JobOptions, Profile, Task
-from ..storage import StorageRouter, is_s3_url, local_path
-from ..watching import JobQueue, LocalFolder, S3Prefix, WatchPlan, WatchRecord, WatchSettings, WatchState, \
+from ..hot_folders import JobQueue, LocalFolder, S3Prefix, WatchPlan, WatchRecord, WatchSettings, WatchState, \
     WatchStatus, Watcher
+from ..imaging.codecs import normalize_format
+from ..jobs import JobOptions, Profile, Task
+from ..queue.submission import DEFAULT_INCLUDE
+from ..storage import StorageRouter, is_s3_url, local_path
 from .common import EXIT_FAILED, EXIT_USAGE, cli, job_store, quiet_logging, reports_errors, settings
 
 
@@ -94,14 +94,14 @@ def watch(task, profile, output, include, output_format, jpeg_quality, queued, m
             source_ = LocalFolder(plan, watch_settings, exclude=[local_path(u) for u in (plan.output, *moves)
                                                                  if not is_s3_url(u)])
         if queued:
-            from ..celery_app import app
-            from ..submission import Submitter
+            from ..queue.celery_app import app
+            from ..queue.submission import Submitter
 
             store = job_store(config)
             store.redis.ping()  # fail now, not at the first file
             runner = {"queue": JobQueue(store, Submitter(config, store, app), max_in_flight)}
         else:
-            from ..pipeline import Restorer
+            from ..restorer import Restorer
 
             runner = {"restorer": Restorer(config, storage=storage)}
         report_path = report or Path(f"watch-{plan.watch_id}-failures.jsonl")

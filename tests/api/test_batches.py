@@ -7,9 +7,9 @@ import json
 import kombu.exceptions
 import pytest
 
-from services.batches import Batch
-from services.batching import batch_job_id
 from services.jobs import JobError, OutputInfo, StageTimings
+from services.queue.batch_store import Batch
+from services.queue.submission import batch_job_id
 from tests.api.conftest import OTHER, auth
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from services.api import create_app
 from services.api.idempotency import fingerprint
-from services.celery_app import send
 from services.jobs import Job, JobError, JobRequest, JobState
-from services.jobstore import _encode
+from services.queue.celery_app import send
+from services.queue.job_store import _encode
 from tests.api.conftest import OTHER, auth, make_settings
 
 pytestmark = pytest.mark.integration

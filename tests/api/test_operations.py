@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.api import create_app
-from services.api.schema import COMMITTED, current_schema, render
+from services.api.openapi import COMMITTED, current_schema, render
 from tests.api.conftest import auth, make_settings
 from tests.support.chaos import RedisServer
 
@@ -136,7 +136,7 @@ def test_the_status_page_is_static_and_locked_down(client):
 def test_committed_openapi_schema_is_current(client):
     served = client.get("/openapi.json").json()
     assert served == json.loads(COMMITTED.read_text()), (
-        "services/api/openapi.json is out of date: run python -m services.api.schema --write")
+        "services/api/openapi.json is out of date: run python -m services.api.openapi --write")
     assert render(current_schema()) == COMMITTED.read_text()
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/batches", "/v1/batches/{batch_id}", "/healthz", "/readyz",
             "/metrics"} <= set(served["paths"])

@@ -169,7 +169,7 @@ def test_schema_patterns_agree_with_the_url_checks():
     from services.api.errors import ApiError
     from services.api.urls import (CALLBACK_PATTERN, S3_OBJECT_PATTERN, S3_PREFIX_PATTERN, check_callback_url,
                                    check_s3_url)
-    from services.callbacks import parse_networks
+    from services.webhooks import parse_networks
 
     def accepted(check, url, **kw) -> bool:
         try:

@@ -14,7 +14,7 @@ from export.manifest import read_manifest
 from export.onnx_export import describe_io
 from export.parity import ParityError, check_parity, random_inputs, session
 from export.pipeline import IN_CHANNELS, export_model
-from services.registry import Manifest
+from services.inference.registry import Manifest
 from training.config import CONFIG_DIR, MODEL_NAMES, TrainConfig
 from training.models import build_net
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from export.parity import session
-from services.registry import Manifest
+from services.inference.registry import Manifest
 
 MODELS = Path(__file__).resolve().parents[2] / "services" / "models"
 pytestmark = pytest.mark.skipif(not (MODELS / "manifest.json").is_file(), reason="no shipped models yet")

@@ -10,10 +10,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from services.celery_app import create_app
 from services.config import Settings
-from services.jobstore import JobStore
-from services.submission import Submitter
+from services.queue.celery_app import create_app
+from services.queue.job_store import JobStore
+from services.queue.submission import Submitter
 from tests.support.processes import start_moto, start_worker
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 
-from services.api.schema import COMMITTED
+from services.api.openapi import COMMITTED
 from tests.support.api_server import start_api
 
 TOKEN = f"fuzz-{uuid.uuid4().hex}"

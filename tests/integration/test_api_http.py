@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from services import callbacks
-from services.api.schema import COMMITTED
+from services import webhooks
+from services.api.openapi import COMMITTED
 from tests.support.api_server import start_api
 from tests.support.processes import wait_until
 
@@ -152,7 +152,7 @@ def test_probes_metrics_and_the_served_schema(api, http):
 
     served = httpx.get(api.url + "/openapi.json").json()
     assert served == json.loads(COMMITTED.read_text()), \
-        "services/api/openapi.json is stale: python -m services.api.schema --write"
+        "services/api/openapi.json is stale: python -m services.api.openapi --write"
 
     assert httpx.get(api.url + "/v1/jobs").status_code == 401
     log = api.log()
@@ -200,11 +200,11 @@ def test_webhooks_for_a_job_and_a_batch_arrive_signed(make_service, s3_client, a
         expected = (("/job", "job.finished", job["id"]), ("/batch", "batch.finished", batch["id"]))
         for path, event, expected_id in expected:
             headers, body = by_path[path]
-            assert headers[callbacks.EVENT_HEADER] == event
-            timestamp, signature = headers[callbacks.TIMESTAMP_HEADER], headers[callbacks.SIGNATURE_HEADER]
-            assert callbacks.verify(secret, timestamp, body, signature)
-            assert not callbacks.verify("wrong-secret", timestamp, body, signature)
-            assert not callbacks.verify(secret, timestamp, body + b" ", signature)
+            assert headers[webhooks.EVENT_HEADER] == event
+            timestamp, signature = headers[webhooks.TIMESTAMP_HEADER], headers[webhooks.SIGNATURE_HEADER]
+            assert webhooks.verify(secret, timestamp, body, signature)
+            assert not webhooks.verify("wrong-secret", timestamp, body, signature)
+            assert not webhooks.verify(secret, timestamp, body + b" ", signature)
             payload = json.loads(body)
             assert payload["id"] == expected_id
         assert json.loads(by_path["/job"][1])["state"] == "succeeded"

@@ -19,10 +19,10 @@ import pytest
 from PIL import Image
 
 from services.backfill import BackfillPlan
-from services.batches import BatchStore
-from services.celery_app import create_app
 from services.jobs import JobState, Task
-from services.jobstore import JobStore
+from services.queue.batch_store import BatchStore
+from services.queue.celery_app import create_app
+from services.queue.job_store import JobStore
 from tests.integration.conftest import settings_from
 from tests.support.processes import REPO, start_worker, wait_until
 
@@ -60,7 +60,7 @@ def env(service_env, tmp_path):
 
 @pytest.fixture()
 def workers(env, tmp_path):
-    from services.celery_app import create_app
+    from services.queue.celery_app import create_app
 
     app = create_app(settings_from(env))
     started = [start_worker(f"bf{i}-{uuid.uuid4().hex[:6]}@test", env, tmp_path, app=app) for i in range(2)]
@@ -76,7 +76,7 @@ def test_backfill_with_backpressure_and_a_failure_report(env, workers, s3_client
     _upload(s3_client, bucket, inputs)
     settings = settings_from(env)
     plan = BackfillPlan(task=Task.denoise, source=f"s3://{bucket}/scans/", output=f"s3://{bucket}/clean/")
-    batches = BatchStore(__import__("services.jobstore", fromlist=["JobStore"]).JobStore.from_url(
+    batches = BatchStore(__import__("services.queue.job_store", fromlist=["JobStore"]).JobStore.from_url(
         settings.redis_url, settings.key_prefix))
 
     peak_in_flight = []

@@ -19,10 +19,10 @@ import pytest
 import redis
 from PIL import Image
 
-from services.batches import Batch, BatchStore
-from services.batching import BatchSubmitter
 from services.config import Settings
 from services.jobs import JobRequest, JobState
+from services.queue.batch_store import Batch, BatchStore
+from services.queue.submission import BatchSubmitter
 from tests.support.faulty_proxy import FaultyProxy
 from tests.support.processes import REPO, free_port, wait_until
 

@@ -15,12 +15,11 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.batches import Batch, BatchStore
-from services.batching import BatchSubmitter
-from services.celery_app import create_app
 from services.jobs import JobRequest, JobState
-from services.jobstore import JobStore
-from services.submission import Submitter
+from services.queue.batch_store import Batch, BatchStore
+from services.queue.celery_app import create_app
+from services.queue.job_store import JobStore
+from services.queue.submission import BatchSubmitter, Submitter
 from tests.integration.conftest import settings_from
 from tests.support.processes import free_port, start_worker, wait_until
 

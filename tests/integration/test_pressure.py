@@ -19,9 +19,9 @@ import pytest
 import redis
 from PIL import Image
 
-from services import queues
-from services.celery_app import create_app
 from services.jobs import Task
+from services.queue import depth
+from services.queue.celery_app import create_app
 from tests.integration.conftest import settings_from
 from tests.support.api_server import start_api
 from tests.support.chaos import RedisServer
@@ -134,7 +134,7 @@ def test_a_burst_into_a_full_redis_loses_no_job_and_readyz_says_why(full_redis, 
         # Every record is a job the client got an id for, queued, with exactly one message; nothing else.
         assert records == set(created), (len(records), len(created))
         assert sorted(messages) == sorted(created)
-        assert queues.task_ids_with_messages(client, queue_names) == set(created)
+        assert depth.task_ids_with_messages(client, queue_names) == set(created)
 
         # Room again: ready, and a real worker runs every job the clients were told about.
         client.config_set("maxmemory", 0)

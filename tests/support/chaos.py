@@ -22,12 +22,12 @@ import numpy as np
 import redis
 from PIL import Image
 
-from services import queues
 from services.backfill import BackfillPlan
-from services.batches import BatchStore
 from services.config import Settings
 from services.jobs import Task
-from services.jobstore import JobStore
+from services.queue import depth
+from services.queue.batch_store import BatchStore
+from services.queue.job_store import JobStore
 from tests.support.faulty_proxy import FaultyProxy
 from tests.support.processes import REPO, WorkerProcess, free_port, start_worker, wait_until
 
@@ -242,7 +242,7 @@ class ChaosRun:
         result.succeeded = sum(1 for j in jobs if j.state.value == "succeeded")
         result.failed = sum(1 for j in jobs if j.state.value == "failed")
         names = [settings.queue_for(t.value) for t in Task] + [settings.control_queue]
-        with_messages = queues.task_ids_with_messages(store.redis, names)
+        with_messages = depth.task_ids_with_messages(store.redis, names)
         for job in jobs:
             if job.state.finished:
                 continue

@@ -6,7 +6,7 @@ import sys
 
 def test_services_never_import_torch():
     code = (
-        "import sys, services.worker, services.cli, services.pipeline\n"
+        "import sys, services.worker, services.cli, services.restorer\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training', 'export'))\n"
         "print(','.join(bad)); sys.exit(1 if bad else 0)"
     )

@@ -1,6 +1,6 @@
 import numpy as np
 
-from services.content import colourfulness, guess_profile
+from services.inference.content import colourfulness, guess_profile
 
 
 def _page() -> np.ndarray:

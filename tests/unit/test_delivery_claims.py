@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from services.celery_app import RESTORE_TASK
-from services.jobstore import JobStore
-from services.leases import DeliveryClaims, LeaseKeeper
+from services.queue.celery_app import RESTORE_TASK
+from services.queue.job_store import JobStore
+from services.queue.leases import DeliveryClaims, LeaseKeeper
 
 
 @pytest.fixture()

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from services.config import Settings
-from services.documents import bilevel_threshold, document_kind
 from services.errors import DocumentTooLargeError, ImageDecodeError, ImageTooLargeError, UnsupportedImageError
+from services.imaging.documents import bilevel_threshold, document_kind
 from services.jobs import Job
-from services.pipeline import Restorer
+from services.restorer import Restorer
 from tests.support.documents import bilevel, scan, scanned_pdf, tiff_bytes
 
 
@@ -236,7 +236,7 @@ import json, sys
 sys.path.insert(0, {repo!r})
 from services.config import Settings
 from services.jobs import Job
-from services.pipeline import Restorer
+from services.restorer import Restorer
 restorer = Restorer(Settings(model_dir={models!r}, max_document_pages=1000, tile_size=512))
 done = restorer.restore(Job(task="denoise", profile="document", input_url={source!r}, output_url={target!r}))
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))

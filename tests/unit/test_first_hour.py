@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 from services.backfill import BackfillPlan, BackfillStatus, count_in_background
-from services.celery_app import create_app
 from services.cli.backfill import _describe, summary
 from services.config import Settings
 from services.jobs import Task
+from services.queue.celery_app import create_app
 from services.storage import StorageRouter
 
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from services.errors import ImageDecodeError, ImageTooLargeError, UnsupportedImageError
-from services.imaging import decode, encode, normalize_format
+from services.imaging.codecs import decode, encode, normalize_format
 from tests.support.corpus import build_corpus, png_header_only
 
 CORPUS = {case.name: case for case in build_corpus()}

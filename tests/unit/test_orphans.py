@@ -11,13 +11,13 @@ import uuid
 
 import pytest
 
-from services import queues
-from services.celery_app import create_app
 from services.config import Settings
 from services.jobs import Job, JobError, JobState
-from services.jobstore import JobStore
-from services.recovery import OrphanSweeper
-from services.submission import Submitter
+from services.queue import depth
+from services.queue.celery_app import create_app
+from services.queue.job_store import JobStore
+from services.queue.recovery import OrphanSweeper
+from services.queue.submission import Submitter
 
 V = 60
 
@@ -169,4 +169,4 @@ def test_task_ids_with_messages_reads_queues_and_unacked(env):
     for job in jobs:
         submitter.enqueue(job)
     names = [settings.queue_for("denoise")]
-    assert {j.id for j in jobs} <= queues.task_ids_with_messages(store.redis, names, page=2)
+    assert {j.id for j in jobs} <= depth.task_ids_with_messages(store.redis, names, page=2)

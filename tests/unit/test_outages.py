@@ -12,11 +12,11 @@ from celery import Celery
 from celery.canvas import Signature
 from celery.exceptions import Reject, Retry
 
-from services import outages
 from services.config import Settings
-from services.execution import JobRunner
+from services.job_runner import JobRunner
 from services.jobs import Job
-from services.jobstore import StartOutcome
+from services.queue import outages
+from services.queue.job_store import StartOutcome
 
 DOWN = redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from services.errors import ConfigurationError, ModelChecksumError, ModelManifestError, ModelNotFoundError
-from services.registry import ModelRegistry, choose_providers
+from services.inference.registry import ModelRegistry, choose_providers
 
 
 def test_resolves_each_task_and_profile(tiny_model_dir):

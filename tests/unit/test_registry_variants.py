@@ -9,7 +9,7 @@ import pytest
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 from services.errors import ModelChecksumError, ModelNotFoundError
-from services.registry import ModelRegistry
+from services.inference.registry import ModelRegistry
 
 
 class _Batches(CalibrationDataReader):

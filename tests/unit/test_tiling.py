@@ -2,7 +2,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from services.tiling import TilePlan, axis_starts, blend_ramp, reflect_indices, run_tiled
+from services.inference.tiling import TilePlan, axis_starts, blend_ramp, reflect_indices, run_tiled
 from tests.support.onnx_models import build_model
 
 

@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from ...batches import Batch
-from ...batching import DEFAULT_INCLUDE, output_for, prefix_root
 from ...errors import JobNotFoundError
+from ...queue.batch_store import Batch
+from ...queue.submission import DEFAULT_INCLUDE, output_for, prefix_root
 from ..access import can_see_batch, hidden_batch
 from ..auth import Principal, current_principal, require_allowed
 from ..context import ApiContext, get_ctx
 from ..errors import ApiError
-from ..models import BatchCreate, BatchList, BatchView, JobList
+from ..schemas import BatchCreate, BatchList, BatchView, JobList
 from ..urls import check_callback_url, check_s3_url
 from .common import (AUTH_ERRORS, NOT_FOUND, SUBMIT_ERRORS, BatchId, IdempotencyKey, create_once,
                      known_query_only)

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ...storage import S3Storage
 from ..context import ApiContext, get_ctx
-from ..models import CheckResult, Health, Readiness
+from ..schemas import CheckResult, Health, Readiness
 from .common import known_query_only
 
 log = logging.getLogger(__name__)

@@ -9,14 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import Response as RawResponse
 
-from ...celery_app import NOTIFY_TASK, send
 from ...jobs import Job, JobRequest, JobState, derive_output_url
-from ...notifications import finished_notifications
+from ...queue.celery_app import NOTIFY_TASK, send
+from ...webhooks import finished_notifications
 from ..access import can_see_job, hidden_job
 from ..auth import Principal, current_principal, require_allowed
 from ..context import ApiContext, get_ctx
 from ..errors import ApiError
-from ..models import JobCreate, JobList
+from ..schemas import JobCreate, JobList
 from ..thumbnails import DEFAULT_SIZE, THUMBNAIL_SIZES
 from ..urls import check_callback_url, check_s3_url
 from .common import (AUTH_ERRORS, NOT_FOUND, SUBMIT_ERRORS, IdempotencyKey, JobId, _error, create_once,

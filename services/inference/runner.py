@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InferenceError
 from .content import LUMA
-from .errors import InferenceError
 from .registry import LoadedModel
 from .tiling import TilePlan, run_tiled
 

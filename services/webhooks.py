@@ -1,4 +1,7 @@
-"""Webhooks: a signed POST to the URL a client gave, when its job or batch finishes.
+"""Webhooks: which ones a finished job owes, and a signed POST to the URL a client gave.
+
+Whoever moves a job to its final state calls ``finished_notifications`` once — the worker, or the API when it
+cancels a queued job — and sends each ``Notification`` as an ``imgrestore.notify`` task.
 
 The body is JSON. ``X-Imgrestore-Signature: sha256=<hex>`` is HMAC-SHA256 over ``<timestamp>.<body>`` with
 ``IMGRESTORE_CALLBACK_SECRET`` and ``X-Imgrestore-Timestamp`` carries the timestamp, so a receiver can check both
@@ -32,6 +35,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from .jobs import Job
+from .queue.batch_store import BatchStore
+from .queue.job_store import JobStore
 
 SIGNATURE_HEADER = "X-Imgrestore-Signature"
 TIMESTAMP_HEADER = "X-Imgrestore-Timestamp"
@@ -264,3 +271,27 @@ class CallbackSender:
 
     def close(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=False)
+
+
+@dataclass(frozen=True)
+class Notification:
+    url: str
+    event: str  # "job.finished" or "batch.finished"
+    payload: dict
+
+
+def finished_notifications(store: JobStore, batches: BatchStore, job: Job) -> list[Notification]:
+    """The webhooks owed once ``job`` reached its final state: its own, and its batch's if it was the last one.
+
+    Whoever finished the job calls this once (the worker, or the API when it cancels a queued job).
+    """
+    notes = []
+    if job.callback_url:
+        final = store.get(job.id)
+        notes.append(Notification(job.callback_url, "job.finished", final.model_dump(mode="json")))
+    if job.batch_id and batches.mark_finished_once(job.batch_id):
+        batch = batches.get(job.batch_id)
+        if batch.callback_url:
+            payload = batch.model_dump(mode="json") | {"state": batch.state.value}
+            notes.append(Notification(batch.callback_url, "batch.finished", payload))
+    return notes

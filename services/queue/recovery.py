@@ -19,10 +19,11 @@ import socket
 import time
 from collections.abc import Callable
 
-from . import metrics, queues
-from .config import Settings
-from .jobs import Task
-from .jobstore import JobStore
+from .. import metrics
+from ..config import Settings
+from ..jobs import Task
+from . import depth
+from .job_store import JobStore
 from .submission import Submitter
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,12 @@ class OrphanSweeper:
         candidates = self.store.stale_unfinished(cutoff)
         if not candidates:
             return []
-        waiting = sum(queues.waiting(self.store.redis, name) for name in self.queue_names)
+        waiting = sum(depth.waiting(self.store.redis, name) for name in self.queue_names)
         if waiting > MAX_SCANNED_MESSAGES:
             log.warning("orphan sweep skipped: too many waiting messages to read", extra={
                 "waiting": waiting, "limit": MAX_SCANNED_MESSAGES, "candidates": len(candidates)})
             return []
-        with_messages = queues.task_ids_with_messages(self.store.redis, self.queue_names)
+        with_messages = depth.task_ids_with_messages(self.store.redis, self.queue_names)
         return [job_id for job_id in candidates
                 if job_id not in with_messages and self._claim_and_publish(job_id, cutoff)]
 
@@ -65,7 +66,7 @@ class OrphanSweeper:
 
     def requeue_if_orphan(self, job_id: str) -> bool:
         """``imgrestore retry`` of an unfinished job: re-queued only when nobody holds it and it has no message."""
-        if job_id in queues.task_ids_with_messages(self.store.redis, self.queue_names):
+        if job_id in depth.task_ids_with_messages(self.store.redis, self.queue_names):
             return False
         return self._claim_and_publish(job_id, self.clock())
 

@@ -1,7 +1,7 @@
 """Documents as archives hold them: PDFs and multi-page (or bilevel) TIFFs in, the same kind of document out.
 
 Every page goes through the same model step as a single image (``Restorer.infer``) and the same colour rules
-(``imaging.frame_arrays`` / ``imaging.arrays_image``); this module only splits documents into pages and puts the
+(``codecs.frame_arrays`` / ``codecs.arrays_image``); this module only splits documents into pages and puts the
 restored pages back:
 
 - **TIFF**: pages are written in order into one multi-page TIFF, each keeping its DPI, photometric interpretation
@@ -25,20 +25,34 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from PIL import Image, TiffImagePlugin
 
-from . import metrics
-from .errors import DocumentTooLargeError, ImageDecodeError, UnsupportedImageError
-from .imaging import DecodedImage, arrays_image, check_size, frame_arrays, to_uint8
-from .jobs import Job, OutputInfo, PageCounts, StageTimings
+from .. import metrics
+from ..errors import DocumentTooLargeError, ImageDecodeError, UnsupportedImageError
+from ..jobs import Job, OutputInfo, PageCounts, RestoreOutcome, StageTimings
+from .codecs import DecodedImage, arrays_image, check_size, frame_arrays, to_uint8
 
 if TYPE_CHECKING:
-    from .pipeline import Restorer, RestoreOutcome
+    from ..config import Settings
+    from ..inference.registry import LoadedModel
+    from ..inference.runner import InferenceOutput
+    from ..storage import StorageRouter
 
 log = logging.getLogger(__name__)
+
+
+class PageRestorer(Protocol):
+    """What a document needs of ``services.restorer.Restorer``: its settings and storage, and the model step of
+    one page. Typed here, so this module builds on the restorer's shape without importing it."""
+
+    settings: Settings
+    storage: StorageRouter
+
+    def infer(self, job: Job, pixels: np.ndarray) -> tuple[InferenceOutput, LoadedModel, str | None]: ...
+
 
 DocumentKind = Literal["pdf", "tiff"]
 DOCUMENT_SUFFIXES = (".pdf",)  # TIFFs are already image suffixes
@@ -54,7 +68,7 @@ _COMPRESSION = {"tiff_lzw": "tiff_lzw", "tiff_adobe_deflate": "tiff_adobe_deflat
 
 
 def document_kind(data: bytes) -> DocumentKind | None:
-    """``pdf`` or ``tiff`` for what this module restores; None for single images (``imaging.decode``'s business).
+    """``pdf`` or ``tiff`` for what this module restores; None for single images (``codecs.decode``'s business).
 
     A TIFF is a document when it has several pages or a bilevel first page (so Group 4 stays Group 4); a TIFF whose
     header cannot be read is left to ``decode``, which reports it."""
@@ -123,7 +137,7 @@ class _Progress:
         finally:
             setattr(self.timings, name, round((getattr(self.timings, name) or 0.0) + time.perf_counter() - started, 6))
 
-    def restored(self, image: DecodedImage, restorer: Restorer) -> np.ndarray:
+    def restored(self, image: DecodedImage, restorer: PageRestorer) -> np.ndarray:
         """Runs the model on one page; returns the restored pixels."""
         with self.stage("infer"):
             output, model, profile = restorer.infer(self.job, image.pixels)
@@ -155,10 +169,8 @@ def _check_page_count(total: int, limit: int, kind: str) -> None:
         raise ImageDecodeError(f"{kind} has no pages")
 
 
-def restore_document(restorer: Restorer, job: Job, data: bytes, timings: StageTimings) -> RestoreOutcome:
+def restore_document(restorer: PageRestorer, job: Job, data: bytes, timings: StageTimings) -> RestoreOutcome:
     """Restores a document job end to end (the download already happened) and uploads the result once."""
-    from .pipeline import RestoreOutcome
-
     kind = document_kind(data)
     fmt = job.options.output_format
     wanted = {"pdf": None, "tiff": "TIFF"}[kind or "tiff"]
@@ -188,7 +200,7 @@ def restore_document(restorer: Restorer, job: Job, data: bytes, timings: StageTi
 
 
 # --- TIFF ----------------------------------------------------------------------------------------------------------
-def _restore_tiff(restorer: Restorer, progress: _Progress, data: bytes) -> bytes:
+def _restore_tiff(restorer: PageRestorer, progress: _Progress, data: bytes) -> bytes:
     settings = restorer.settings
     with progress.stage("decode"):
         source = Image.open(io.BytesIO(data))
@@ -326,7 +338,7 @@ def _replaceable(xobject) -> bool:
     return int(xobject.get("/BitsPerComponent", 8)) in (1, 8)
 
 
-def _restore_pdf(restorer: Restorer, progress: _Progress, data: bytes) -> bytes:
+def _restore_pdf(restorer: PageRestorer, progress: _Progress, data: bytes) -> bytes:
     import pikepdf
 
     settings = restorer.settings

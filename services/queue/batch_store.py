@@ -14,9 +14,9 @@ from enum import Enum
 
 from pydantic import BaseModel, Field
 
-from .errors import JobNotFoundError
-from .jobs import Job, JobOptions, Profile, Task, utcnow
-from .jobstore import JobStore
+from ..errors import JobNotFoundError
+from ..jobs import Job, JobOptions, Profile, Task, utcnow
+from .job_store import JobStore
 
 RECENT_BATCHES = 1_000
 

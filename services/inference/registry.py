@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigurationError, ModelChecksumError, ModelManifestError, ModelNotFoundError
+from ..errors import ConfigurationError, ModelChecksumError, ModelManifestError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Delivery contract (see README, "Reliability"):
 - ``task_acks_late`` + ``task_reject_on_worker_lost``: a job is acknowledged only after it finished, so a worker that
   dies mid-job does not lose it.
-- A live worker keeps extending the lease of every message it holds and claims it (``services.leases``), so a long
+- A live worker keeps extending the lease of every message it holds and claims it (``services.queue.leases``), so a long
   job is never delivered twice; a dead worker's claims lapse ``lease_ttl`` seconds after its last renewal and the
   surviving workers' keepers reclaim its messages within a renew interval: redelivery after lease_ttl ± renew
   interval (≈ 10 s by default). Backstop for a worker without a keeper: messages become visible again
@@ -19,11 +19,11 @@ from celery import Celery
 from kombu import Exchange, Queue
 from kombu.utils.json import dumps as kombu_dumps
 
-from .config import Settings, get_settings
-from .jobs import Task
+from ..config import Settings, get_settings
+from ..jobs import Task
 
 RESTORE_TASK = "imgrestore.restore"
-NOTIFY_TASK = "imgrestore.notify"  # delivers one webhook (services/callbacks.py)
+NOTIFY_TASK = "imgrestore.notify"  # delivers one webhook (services/webhooks.py)
 
 
 def _queue(name: str) -> Queue:

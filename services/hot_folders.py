@@ -10,7 +10,7 @@
 - Each input is restored once, also across restarts: finished inputs are appended to a JSONL state file (as
   embedded backfills do), keyed by URL and fingerprint (size + mtime or ETag), so a file that comes back with other
   content under the same name is restored again.
-- Embedded (``pipeline.attempt`` in this process, the path ``run`` and embedded backfills take) or queued
+- Embedded (``restorer.attempt`` in this process, the path ``run`` and embedded backfills take) or queued
   (``--queue``: one job per input for the workers, its id derived from the watch, the input and its fingerprint,
   so a restart never queues an input twice).
 """
@@ -35,12 +35,12 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .batches import Batch
-from .batching import DEFAULT_INCLUDE, output_for, prefix_root, request_id
 from .errors import ConfigurationError, InvalidJobError
 from .jobs import Job, JobError, JobOptions, JobState, Profile, Task
-from .jobstore import JobStore
-from .pipeline import Restorer, attempt
+from .queue.batch_store import Batch
+from .queue.job_store import JobStore
+from .queue.submission import DEFAULT_INCLUDE, output_for, prefix_root, request_id
+from .restorer import Restorer, attempt
 from .storage import ObjectInfo, StorageRouter, is_s3_url, local_path, matches_any, split_s3_url
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The committed OpenAPI schema, ``services/api/openapi.json``.
 
-Regenerate after changing the API:   python -m services.api.schema --write
-Check it is current (CI, tests):      python -m services.api.schema --check
+Regenerate after changing the API:   python -m services.api.openapi --write
+Check it is current (CI, tests):      python -m services.api.openapi --check
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {COMMITTED}", file=sys.stderr)
     elif args.check:
         if not COMMITTED.exists() or COMMITTED.read_text() != text:
-            print(f"{COMMITTED} is out of date: run python -m services.api.schema --write", file=sys.stderr)
+            print(f"{COMMITTED} is out of date: run python -m services.api.openapi --write", file=sys.stderr)
             return 1
     else:
         sys.stdout.write(text)

@@ -1,36 +1,30 @@
 """The one path every job takes, in-process (``imgrestore run``) or in a Celery worker.
 
-input URL → storage.read → imaging.decode → inference (tiles → ORT → blend) → imaging.encode → storage.write
+input URL → storage.read → imaging.codecs.decode (documents: imaging.documents, page by page) → inference (tiles → ORT
+→ blend) → imaging.codecs.encode → storage.write
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from collections.abc import Iterator
 
 import numpy as np
 
 from .config import Settings
-from .content import guess_profile
 from .errors import ImgRestoreError
-from .jobs import JobError
-from .imaging import decode, encode
-from .inference import InferenceOutput, TileSettings, run_model
-from .jobs import Job, OutputInfo, Profile, StageTimings, Task, bounded_tile_size
-from .registry import LoadedModel, ModelRegistry
+from .imaging.codecs import decode, encode
+from .imaging.documents import document_kind, restore_document
+from .inference.content import guess_profile
+from .inference.registry import LoadedModel, ModelRegistry
+from .inference.runner import InferenceOutput, TileSettings, run_model
+from .jobs import Job, JobError, OutputInfo, Profile, RestoreOutcome, StageTimings, Task, bounded_tile_size
 from .storage import StorageRouter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RestoreOutcome:
-    result: OutputInfo
-    timings: StageTimings
-    provider: str
 
 
 @contextmanager
@@ -55,8 +49,6 @@ class Restorer:
         timings = timings if timings is not None else StageTimings()
         with _stage(timings, "download"):
             data = self.storage.read(job.input_url)
-        from .documents import document_kind, restore_document  # documents builds on this module
-
         if document_kind(data) is not None:  # PDF, multi-page or bilevel TIFF: page by page through infer()
             return restore_document(self, job, data, timings)
         with _stage(timings, "decode"):

@@ -23,8 +23,8 @@ from typing import Any
 
 import redis
 
-from .errors import JobNotFoundError, QueueFullError
-from .jobs import Job, JobError, JobState, OutputInfo, StageTimings, utcnow
+from ..errors import JobNotFoundError, QueueFullError
+from ..jobs import Job, JobError, JobState, OutputInfo, StageTimings, utcnow
 
 _JSON_FIELDS = ("options", "error", "timings", "result")
 RECENT_LIMIT = 10_000

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..batches import Batch
 from ..jobs import TILE_SIZE_MAX, TILE_SIZE_MIN, Job, JobError, JobOptions, JobState, Profile, Task
+from ..queue.batch_store import Batch
 from .urls import CALLBACK_PATTERN, S3_OBJECT_PATTERN, S3_PREFIX_PATTERN
 
 URL_MAX = 1024

@@ -22,7 +22,7 @@ seconds ago and in no live keeper's set. Those go back to the front of their que
 ``restore_by_tag``: a transaction, so two reclaimers put a message back once). A slow job of a live worker is in its
 keeper's set, so it is never reclaimed; the visibility timeout stays as the backstop for workers without a keeper.
 
-The same bootstep runs the orphan sweep (``services.recovery``) in every worker.
+The same bootstep runs the orphan sweep (``services.queue.recovery``) in every worker.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ import redis
 from celery import bootsteps
 from celery.worker import state as worker_state
 
-from . import metrics
+from .. import metrics
+from ..config import Settings, get_settings
+from ..jobs import Task
 from .celery_app import RESTORE_TASK
-from .config import Settings, get_settings
-from .jobs import Task
-from .jobstore import JobStore
+from .job_store import JobStore
 from .recovery import OrphanSweeper
 from .submission import Submitter
 

@@ -1,6 +1,6 @@
 """What a worker does with one delivery of a job: job-store state, retry policy, metrics, callbacks.
 
-The pixels are ``pipeline.Restorer``'s business; this module decides what a delivery means (first run, retry,
+The pixels are ``restorer.Restorer``'s business; this module decides what a delivery means (first run, retry,
 duplicate, redelivery after a lost worker) and what an outcome means (success, retry later, fail now).
 """
 
@@ -13,14 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import metrics
-from .batches import BatchStore
 from .config import Settings
 from .errors import DeliveryLimitError, ImgRestoreError, TransientError
 from .jobs import Job, JobError, StageTimings
-from .jobstore import JobStore
-from .notifications import Notification, finished_notifications
-from .outages import REDIS_DOWN
-from .pipeline import Restorer
+from .queue.batch_store import BatchStore
+from .queue.job_store import JobStore
+from .queue.outages import REDIS_DOWN
+from .restorer import Restorer
+from .webhooks import Notification, finished_notifications
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import ImageDecodeError, ImageEncodeError, ImageTooLargeError, UnsupportedImageError
+from ..errors import ImageDecodeError, ImageEncodeError, ImageTooLargeError, UnsupportedImageError
 
 # Our own limit (IMGRESTORE_MAX_PIXELS, checked from the header before any pixel is decoded) replaces Pillow's
 # fixed one, which would otherwise refuse images a deployment has chosen to allow.

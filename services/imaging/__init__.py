@@ -1,0 +1,1 @@
+"""Image bytes in and out: decoding and encoding (codecs) and multi-page documents (PDF, TIFF)."""
