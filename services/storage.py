@@ -128,18 +128,45 @@ class LocalStorage:
         return local_path(url).is_file()
 
     def list(self, prefix_url: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        """Recursively, in sorted path order (resumable after ``start_after``), skipping hidden files."""
+        """Recursively, skipping hidden files, in the order S3 lists keys (lexicographic by path), so a listing
+        resumed after ``start_after`` (a path it yielded) yields exactly what came after it. Memory holds one
+        folder's entries per level of depth, never the whole tree."""
         root = local_path(prefix_url)
         if root.is_file():
             yield _local_info(root)
             return
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                path = Path(dirpath) / name
-                if name.startswith(".") or (start_after and str(path) <= start_after):
-                    continue
-                yield _local_info(path)
+        for path in _files_in_key_order(root, start_after or None):
+            yield _local_info(path)
+
+
+def _files_in_key_order(folder: Path, start_after: str | None) -> Iterator[Path]:
+    """Files under ``folder`` in lexicographic order of their path strings, each one after ``start_after``.
+
+    A sub-folder sorts as its name plus "/", the character every path inside it continues with: "a.png" <
+    "a/x.png" < "a0.png", as S3 orders keys. A sub-folder that sorts wholly before ``start_after`` is not read.
+    As ``os.walk`` did, symlinked folders are not followed and unreadable folders are skipped."""
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted(((entry.name + "/" if _is_folder(entry) else entry.name), entry) for entry in scan)
+    except OSError:
+        return
+    for key, entry in entries:
+        path = folder / entry.name
+        if key.endswith("/"):
+            inside = f"{path}/"
+            if entry.is_symlink() or (start_after is not None and start_after >= inside
+                                      and not start_after.startswith(inside)):
+                continue  # a symlinked folder, or one whose every path sorts before the cursor
+            yield from _files_in_key_order(path, start_after if start_after and start_after > inside else None)
+        elif not entry.name.startswith(".") and (start_after is None or str(path) > start_after):
+            yield path
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks, as os.walk's split into folders and files does
+    except OSError:
+        return False
 
 
 def _local_info(path: Path) -> ObjectInfo:

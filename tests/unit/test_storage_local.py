@@ -34,10 +34,29 @@ def test_file_urls_and_errors(tmp_path):
         LocalStorage().read(str(tmp_path / "missing.png"))
 
 
-def test_listing_is_recursive_sorted_and_skips_hidden(tmp_path):
-    for name in ("b.png", "a/c.jpg", ".hidden.png", "a/.part"):
+def test_listing_is_recursive_in_key_order_and_skips_hidden(tmp_path):
+    """Lexicographic by path, as S3 lists keys: a folder's files sort where its name plus "/" does, so "a.png" <
+    "a/c.jpg" < "a0.png" < "b.png". Before the fix the root's files came first (os.walk order): b.png, then a/c.jpg."""
+    for name in ("b.png", "a/c.jpg", ".hidden.png", "a/.part", "a.png", "a0.png", "a/d/e.png"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     urls = [o.url for o in LocalStorage().list(str(tmp_path))]
-    assert urls == [str(tmp_path / "b.png"), str(tmp_path / "a" / "c.jpg")]
+    names = ["a.png", "a/c.jpg", "a/d/e.png", "a0.png", "b.png"]
+    assert urls == [str(tmp_path / n) for n in names]
+    assert urls == sorted(urls)
     assert matches_any("s3://b/x/Y.PNG", ["*.png", "*.jpg"]) and not matches_any("x.tif", ["*.png"])
+
+
+def test_a_resumed_listing_continues_exactly_after_its_cursor(tmp_path):
+    """Issue 10, bug 1: resuming after b.png skipped a/x.png (listed after it, compared before it)."""
+    for name in ("b.png", "a/x.png", "a/y/z.png", "a.png", "c/d.png", "b0/e.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    storage = LocalStorage()
+    everything = [o.url for o in storage.list(str(tmp_path))]
+    assert len(everything) == 6
+    for i, cursor in enumerate(everything):
+        assert [o.url for o in storage.list(str(tmp_path), cursor)] == everything[i + 1:], cursor
+    # A cursor whose file is gone since (an input deleted between two pages) resumes after where it stood.
+    assert [o.url for o in storage.list(str(tmp_path), str(tmp_path / "a" / "w.png"))] == everything[1:]
+    assert [o.url for o in storage.list(str(tmp_path), str(tmp_path / "a" / "y" / "q.png"))] == everything[2:]
