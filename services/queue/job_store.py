@@ -12,6 +12,10 @@ Keys (all under ``settings.key_prefix``):
 - ``stats:recovery`` hash: deliveries interrupted by a Redis outage, orphans re-queued
 - ``jobs:state:succeeded`` / ``jobs:state:failed`` sorted sets of finished job ids by finish time, trimmed to the
   record TTL: listing by state finds any finished job still kept
+
+Every Lua script declares every key it touches (tests/unit/test_job_store_scripts.py checks it under MONITOR), as
+Redis Cluster and cluster-mode proxies require. The keys of one script share a slot when ``IMGRESTORE_KEY_PREFIX``
+and ``IMGRESTORE_QUEUE_PREFIX`` carry one hash tag (``{imgrestore}:`` and ``{imgrestore}.``).
 """
 
 from __future__ import annotations
@@ -134,28 +138,34 @@ redis.call('LPUSH', KEYS[4], ARGV[3])
 return {'queued', 1}
 """
 
-# Atomically move a job to a final state, once: a second finish (a duplicate delivery) changes nothing. A job of a
-# batch also counts towards the batch's totals here, so the two can never disagree.
+# Atomically move a job to a final state, once: a second finish (a duplicate delivery) changes nothing. Every key is
+# declared (Redis Cluster and cluster-mode proxies route a script by its declared keys): KEYS[1] the job, [2] the
+# finished counts, [3] the unfinished index, [4] the final state's set, [5] the dead-letter set, and for a job of a
+# batch [6] the batch hash and [7] its failed set. A failure that ARGV[4] marks as dead-lettered enters the
+# dead-letter set here, with the state change; a batch job counts towards its batch's totals here too, so none of
+# them can disagree with the record.
 _FINISH_SCRIPT = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end
 if state == 'succeeded' or state == 'failed' then return 0 end
 if ARGV[3] ~= '' and state ~= ARGV[3] then return 0 end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local batch = redis.call('HGET', KEYS[1], 'batch_id')
+if batch and batch ~= '' and #KEYS < 7 then
+  return redis.error_reply('job of batch ' .. batch .. ': its batch keys were not declared')
+end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ARGV[1] == 'succeeded' then redis.call('HDEL', KEYS[1], 'error') end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 local id = redis.call('HGET', KEYS[1], 'id')
-redis.call('ZREM', KEYS[4], id)
+redis.call('ZREM', KEYS[3], id)
 local now = tonumber(redis.call('TIME')[1])
-redis.call('ZADD', KEYS[5] .. ARGV[1], now, id)
-redis.call('ZREMRANGEBYSCORE', KEYS[5] .. ARGV[1], '-inf', now - tonumber(ARGV[2]))
-local batch = redis.call('HGET', KEYS[1], 'batch_id')
+redis.call('ZADD', KEYS[4], now, id)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[2]))
+if ARGV[4] == '1' then redis.call('ZADD', KEYS[5], now, id) end
 if batch and batch ~= '' then
-  redis.call('HINCRBY', KEYS[2] .. batch, ARGV[1], 1)
-  if ARGV[1] == 'failed' then
-    redis.call('ZADD', KEYS[2] .. batch .. ':failed', redis.call('TIME')[1], redis.call('HGET', KEYS[1], 'id'))
-  end
+  redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
+  if ARGV[1] == 'failed' then redis.call('ZADD', KEYS[7], now, id) end
 end
 return 1
 """
@@ -373,29 +383,38 @@ class JobStore:
     def batch_prefix(self) -> str:
         return f"{self.prefix}batch:"
 
+    def batch_key(self, batch_id: str) -> str:
+        """The batch's hash (``BatchStore`` owns the rest of its record; finishing a job counts into this)."""
+        return self.batch_prefix + batch_id
+
+    def batch_failed_key(self, batch_id: str) -> str:
+        return self.batch_key(batch_id) + ":failed"
+
     def succeed(self, job_id: str, result: OutputInfo, timings: StageTimings, provider: str | None) -> bool:
         """Marks the job succeeded; False when it had already finished (nothing changed)."""
         return self._finish_once(job_id, JobState.succeeded, {"result": result, "timings": timings,
                                                               "provider": provider or ""})
 
     def fail(self, job_id: str, error: JobError, timings: StageTimings | None = None) -> bool:
-        """Marks the job failed and records it in the dead-letter set; False when it had already finished."""
+        """Marks the job failed and enters it in the dead-letter set, in one script; False when it had already
+        finished (nothing changed)."""
         fields: dict[str, Any] = {"error": error}
         if timings is not None:
             fields["timings"] = timings
-        changed = self._finish_once(job_id, JobState.failed, fields)
-        if changed:
-            self.redis.zadd(self.dead_key, {job_id: utcnow().timestamp()})
-        return changed
+        return self._finish_once(job_id, JobState.failed, fields, dead_letter=True)
 
     def _finish_once(self, job_id: str, state: JobState, fields: dict[str, Any],
-                     only_from: JobState | None = None) -> bool:
-        args: list[Any] = [state.value, self.ttl, only_from.value if only_from else "",
+                     only_from: JobState | None = None, dead_letter: bool = False) -> bool:
+        args: list[Any] = [state.value, self.ttl, only_from.value if only_from else "", "1" if dead_letter else "",
                            "state", state.value, "finished_at", utcnow().isoformat()]
         for name, value in fields.items():
             args += [name, _encode_value(value)]
-        return bool(self._finish(keys=[self.job_key(job_id), self.batch_prefix, self.stats_key, self.unfinished_key,
-                                       self.state_prefix], args=args))
+        keys = [self.job_key(job_id), self.stats_key, self.unfinished_key, self.state_prefix + state.value,
+                self.dead_key]
+        batch_id = self.redis.hget(self.job_key(job_id), "batch_id")  # never changes once the job is created
+        if batch_id:
+            keys += [self.batch_key(batch_id), self.batch_failed_key(batch_id)]
+        return bool(self._finish(keys=keys, args=args))
 
     def cancel(self, job_id: str) -> bool:
         """Fails a job that no worker has started yet with ``cancelled``; False when it is running or finished."""
@@ -428,10 +447,9 @@ class JobStore:
             for final in (JobState.succeeded, JobState.failed):
                 pipe.zrem(self.state_prefix + final.value, job_id)
             if job.batch_id and job.state.finished:
-                batch = self.batch_prefix + job.batch_id
-                pipe.hincrby(batch, job.state.value, -1)
-                pipe.zrem(batch + ":failed", job_id)
-                pipe.hdel(batch, "finished_at")
+                pipe.hincrby(self.batch_key(job.batch_id), job.state.value, -1)
+                pipe.zrem(self.batch_failed_key(job.batch_id), job_id)
+                pipe.hdel(self.batch_key(job.batch_id), "finished_at")
             pipe.execute()
         return job.model_copy(update={"state": JobState.queued, "error": None, "finished_at": None, "result": None,
                                       "lost": 0})
