@@ -64,6 +64,14 @@ def local_path(url: str) -> Path:
     return Path(url)
 
 
+def resolve_local_url(url: str) -> str:
+    """A relative local path made absolute where it is given, as a ``file://`` URL: a worker would read it from its
+    own working folder (often on another machine). S3 and ``file://`` URLs and absolute paths are left as they are."""
+    if "://" in url or os.path.isabs(url):
+        return url
+    return Path(os.path.abspath(url)).as_uri()
+
+
 def split_s3_url(url: str, prefix: bool = False) -> tuple[str, str]:
     """``s3://bucket/key`` → (bucket, key): the one reading of an S3 URL that the API's checks and the storage
     layer share. The key is taken verbatim (no decoding, no stripping): ``s3://b//in/x.png`` is refused instead of
@@ -263,7 +271,7 @@ class _classified:
     """Turns boto/botocore failures into our permanent vs transient storage errors."""
 
     _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
-    _ACCESS = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled"}
+    _ACCESS = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -271,25 +279,36 @@ class _classified:
     def __enter__(self) -> None:
         return None
 
+    def _missing_bucket(self) -> StorageAccessError:
+        bucket = self.url[len("s3://"):].partition("/")[0]
+        return StorageAccessError(f"{self.url}: bucket {bucket!r} does not exist (NoSuchBucket); check the bucket "
+                                  "name and the endpoint (IMGRESTORE_S3_ENDPOINT_URL)")
+
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc is None:
             return False
         from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
+        if isinstance(exc, S3UploadFailedError) and isinstance(exc.__cause__, ClientError):
+            exc = exc.__cause__  # the store's own error code, not boto3's wording of it
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in self._NOT_FOUND or status == 404 and code != "NoSuchBucket":
+            if code == "NoSuchBucket":  # the code every S3-compatible store sends; the message text is its own
+                raise self._missing_bucket() from None
+            if code in self._NOT_FOUND or status == 404:
                 raise InputNotFoundError(f"{self.url}: no such object") from None
             if code in self._ACCESS or status in (401, 403):
                 raise StorageAccessError(f"{self.url}: access refused by the store ({code or status})") from None
             if status is None or status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout"):
                 raise TransientStorageError(f"{self.url}: store unavailable ({code or status}) after retries") from None
             raise StorageAccessError(f"{self.url}: request rejected by the store ({code}: {error.get('Message')})") from None
-        if isinstance(exc, S3UploadFailedError):
+        if isinstance(exc, S3UploadFailedError):  # no ClientError behind it: boto3's text quotes the code
             text = str(exc)
+            if "NoSuchBucket" in text:
+                raise self._missing_bucket() from None
             if any(c in text for c in self._ACCESS):
                 raise StorageAccessError(f"{self.url}: upload refused by the store: {text}") from None
             raise TransientStorageError(f"{self.url}: upload failed after retries: {text}") from None

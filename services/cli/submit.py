@@ -7,6 +7,7 @@ import click
 from ..jobs import JobOptions, JobRequest, JobState, Profile, Task
 from ..queue.celery_app import app
 from ..queue.submission import Submitter
+from ..storage import resolve_local_url
 from .common import EXIT_FAILED, cli, job_store, print_job, reports_errors, settings
 
 
@@ -23,14 +24,15 @@ from .common import EXIT_FAILED, cli, job_store, print_job, reports_errors, sett
 @click.argument("input_url")
 @reports_errors
 def submit(task, profile, output_url, output_format, jpeg_quality, wait, timeout, as_json, input_url) -> None:
-    """Queue INPUT_URL (s3://bucket/key or a path the workers can read) for restoration."""
+    """Queue INPUT_URL (s3://bucket/key or a path the workers can read) for restoration. A relative path is taken
+    from the current folder and sent as an absolute file:// URL."""
     config = settings()
     submitter = Submitter(config, job_store(config), app)
     request = JobRequest(
         task=Task(task),
         profile=Profile(profile),
-        input_url=input_url,
-        output_url=output_url,
+        input_url=resolve_local_url(input_url),  # relative paths mean this folder, not the worker's
+        output_url=resolve_local_url(output_url) if output_url else None,
         options=JobOptions(output_format=output_format, jpeg_quality=jpeg_quality),
     )
     job = submitter.submit(request)

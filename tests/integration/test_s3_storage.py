@@ -36,8 +36,13 @@ def test_listing_pages_through_more_than_one_page(storage, s3_client, bucket):
 def test_errors_are_classified(storage, bucket, s3_endpoint):
     with pytest.raises(InputNotFoundError, match="no such object"):
         storage.read(f"s3://{bucket}/missing.png")
-    with pytest.raises(StorageAccessError):
+    missing = "bucket 'no-such-bucket-here' does not exist"  # issue 10, bug 8: it read "access refused"
+    with pytest.raises(StorageAccessError, match=missing):
         storage.read("s3://no-such-bucket-here/x.png")
+    with pytest.raises(StorageAccessError, match=missing):
+        storage.write("s3://no-such-bucket-here/x.png", b"x")
+    with pytest.raises(StorageAccessError, match=missing):
+        list(storage.list("s3://no-such-bucket-here/in/"))
     assert storage.head(f"s3://{bucket}/missing.png") is None
 
     dead = S3Storage(Settings(s3_endpoint_url="http://127.0.0.1:9", s3_max_attempts=2, s3_connect_timeout=0.5))
