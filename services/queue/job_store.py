@@ -433,13 +433,15 @@ class JobStore:
         return int(retries)
 
     def requeue(self, job_id: str) -> Job:
-        """Resets a finished job to ``queued`` for another run (the ``retry`` command); history counters stay.
+        """Resets a finished job to ``queued`` for another run (the ``retry`` command). Its budgets start again —
+        transient-error retries and lost deliveries: a job re-queued once its cause is fixed gets a whole run —
+        while the history counters (attempts, interrupted, orphaned) stay.
 
         A job of a batch leaves the batch's finished count, so the batch reads as running again.
         """
         job = self.get(job_id)
         with self.redis.pipeline() as pipe:
-            pipe.hset(self.job_key(job_id), mapping={"state": JobState.queued.value, "lost": "0"})
+            pipe.hset(self.job_key(job_id), mapping={"state": JobState.queued.value, "lost": "0", "retries": "0"})
             pipe.hdel(self.job_key(job_id), "error", "finished_at", "result")
             pipe.zadd(self.unfinished_key, {job_id: utcnow().timestamp()})
             pipe.expire(self.job_key(job_id), self.ttl)
@@ -452,7 +454,7 @@ class JobStore:
                 pipe.hdel(self.batch_key(job.batch_id), "finished_at")
             pipe.execute()
         return job.model_copy(update={"state": JobState.queued, "error": None, "finished_at": None, "result": None,
-                                      "lost": 0})
+                                      "lost": 0, "retries": 0})
 
     def dead_letters(self, limit: int = 100) -> list[str]:
         return list(self.redis.zrevrange(self.dead_key, 0, limit - 1))
