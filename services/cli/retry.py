@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import JobNotFoundError
 from ..jobs import JobState
 from ..queue.batch_store import BatchStore
 from ..queue.celery_app import app
@@ -20,7 +21,8 @@ from .common import EXIT_USAGE, cli, echo_json, fail, job_store, reports_errors,
 @reports_errors
 def retry(job_ids: tuple[str, ...], batch_id: str | None, dead_letters: bool) -> None:
     """Re-queue failed jobs: JOB_ID..., --failed BATCH_ID, or --dead-letters. A running job is re-queued only when
-    it is an orphan (no worker holds it and it has no message). Prints what was re-queued."""
+    it is an orphan (no worker holds it and it has no message). Prints what was re-queued, what was not and why, and
+    the ids whose records are gone (expired or unknown: skipped, and dropped from the dead letters)."""
     config = settings()
     store = job_store(config)
     submitter = Submitter(config, store, app)
@@ -32,9 +34,13 @@ def retry(job_ids: tuple[str, ...], batch_id: str | None, dead_letters: bool) ->
         targets += store.dead_letters(limit=10**9)
     if not targets:
         fail("nothing to retry: give job ids, --failed BATCH_ID or --dead-letters", EXIT_USAGE)
-    requeued, skipped = [], []
+    requeued, skipped, gone = [], [], []
     for job_id in dict.fromkeys(targets):  # each once, in order
-        job = store.get(job_id)
+        try:
+            job = store.get(job_id)
+        except JobNotFoundError:  # its record expired (IMGRESTORE_JOB_TTL_SECONDS) or was deleted: nothing to run
+            gone.append(job_id)
+            continue
         if not job.state.finished and sweeper.requeue_if_orphan(job_id):
             requeued.append(job_id)
             continue
@@ -44,4 +50,10 @@ def retry(job_ids: tuple[str, ...], batch_id: str | None, dead_letters: bool) ->
             continue
         submitter.requeue(job_id)
         requeued.append(job_id)
-    echo_json({"requeued": requeued, "skipped": skipped})
+    if gone:
+        store.forget_dead_letters(gone)
+        count = f"{len(gone)} job{'s' if len(gone) != 1 else ''}"
+        click.echo(f"note: {count} skipped: no record left (unknown id, or expired "
+                   f"{config.job_ttl_seconds} s after it ended: IMGRESTORE_JOB_TTL_SECONDS); listed under \"gone\"",
+                   err=True)
+    echo_json({"requeued": requeued, "skipped": skipped, "gone": gone})

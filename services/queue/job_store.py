@@ -162,7 +162,10 @@ redis.call('ZREM', KEYS[3], id)
 local now = tonumber(redis.call('TIME')[1])
 redis.call('ZADD', KEYS[4], now, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[2]))
-if ARGV[4] == '1' then redis.call('ZADD', KEYS[5], now, id) end
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[5], now, id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[2]))  -- their records have expired
+end
 if batch and batch ~= '' then
   redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
   if ARGV[1] == 'failed' then redis.call('ZADD', KEYS[7], now, id) end
@@ -457,7 +460,17 @@ class JobStore:
                                       "lost": 0, "retries": 0})
 
     def dead_letters(self, limit: int = 100) -> list[str]:
-        return list(self.redis.zrevrange(self.dead_key, 0, limit - 1))
+        """Ids of failed jobs, newest first. Entries older than the record TTL are trimmed first: a dead letter is
+        scored at its failure, when its record's TTL was last set, so their records have expired."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self.dead_key, "-inf", utcnow().timestamp() - self.ttl)
+            pipe.zrevrange(self.dead_key, 0, limit - 1)
+            _, ids = pipe.execute()
+        return list(ids)
+
+    def forget_dead_letters(self, job_ids: list[str]) -> int:
+        """Drops dead letters whose records are gone (nothing is left to re-queue); returns how many were listed."""
+        return int(self.redis.zrem(self.dead_key, *job_ids)) if job_ids else 0
 
 
 def _encode_value(value: Any) -> str:

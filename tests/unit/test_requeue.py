@@ -1,16 +1,23 @@
 """Re-queuing failed jobs, against a real Redis and no worker: a re-queued job gets its whole retry budget back
-(issue 10, bug 2)."""
+(issue 10, bug 2), and dead letters whose records expired are trimmed and skipped by ``imgrestore retry``
+(issue 10, bug 3)."""
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 
 import pytest
+from click.testing import CliRunner
 
+from services.cli import retry as retry_verb
+from services.cli.common import cli
 from services.config import Settings
 from services.errors import TransientStorageError
 from services.job_runner import JobRunner, RetryLater
-from services.jobs import Job, JobState, StageTimings, Task
+from services.jobs import Job, JobError, JobState, StageTimings, Task
+from services.queue.celery_app import create_app
 from services.queue.job_store import JobStore
 
 WORKER = "w1@test"
@@ -43,6 +50,18 @@ def _queued(store: JobStore) -> Job:
     return job
 
 
+def _dead(store: JobStore) -> Job:
+    job = _queued(store)
+    assert store.fail(job.id, JobError(type="storage_unavailable", message="store unavailable"))
+    return job
+
+
+def _expire(store: JobStore, job: Job) -> None:
+    """What the record TTL does to a dead letter: the record is gone, its entry (scored at failure) stays."""
+    store.redis.delete(store.job_key(job.id))
+    store.redis.zadd(store.dead_key, {job.id: time.time() - store.ttl - 60})
+
+
 def test_a_requeued_job_gets_its_whole_retry_budget_back(config, store):
     job = _queued(store)
     runner = JobRunner(config, store, FlakyStorageRestorer())
@@ -56,3 +75,38 @@ def test_a_requeued_job_gets_its_whole_retry_budget_back(config, store):
     assert isinstance(runner.run(job, WORKER), RetryLater)
     again = store.get(job.id)
     assert again.state is JobState.queued and again.retries == 1
+
+
+def test_dead_letters_older_than_the_record_ttl_are_trimmed(store):
+    kept, expired = _dead(store), _dead(store)
+    _expire(store, expired)
+    assert store.dead_letters() == [kept.id]
+    assert store.redis.zscore(store.dead_key, expired.id) is None  # removed from the set, not only hidden
+
+
+def test_failing_a_job_trims_the_dead_letters_whose_records_expired(store):
+    expired = _dead(store)
+    _expire(store, expired)
+    _dead(store)  # the next failure, with no one listing the dead letters: the set does not grow for ever
+    assert store.redis.zscore(store.dead_key, expired.id) is None
+
+
+def test_retry_dead_letters_skips_records_that_are_gone_says_how_many_and_exits_0(config, store, monkeypatch):
+    first, expired, gone, second = _dead(store), _dead(store), _dead(store), _dead(store)
+    _expire(store, expired)
+    store.redis.delete(store.job_key(gone.id))  # a record gone before its time (deleted, evicted): still listed
+    monkeypatch.setattr(retry_verb, "settings", lambda: config)
+    monkeypatch.setattr(retry_verb, "app", create_app(config))
+
+    result = CliRunner().invoke(cli, ["retry", "--dead-letters"])
+
+    # Before the fix: exit 2 at the first id without a record, nothing printed, some jobs already re-queued.
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    report = json.loads(result.stdout)
+    assert sorted(report["requeued"]) == sorted([first.id, second.id])
+    assert report["gone"] == [gone.id]
+    assert "1 job skipped" in result.stderr
+    assert {store.get(j.id).state for j in (first, second)} == {JobState.queued}
+    waiting = store.redis.lrange(config.queue_for("denoise"), 0, -1)
+    assert sorted(json.loads(m)["headers"]["id"] for m in waiting) == sorted([first.id, second.id])
+    assert store.dead_letters() == []
