@@ -7,8 +7,8 @@ duplicate, redelivery after a lost worker) and what an outcome means (success, r
 from __future__ import annotations
 
 import logging
-import os
 import random
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +17,7 @@ from .config import Settings
 from .errors import DeliveryLimitError, ImgRestoreError, TransientError
 from .jobs import Job, JobError, StageTimings
 from .queue.batch_store import BatchStore
-from .queue.job_store import JobStore
+from .queue.job_store import JobStore, process_owner
 from .queue.outages import REDIS_DOWN
 from .restorer import Restorer
 from .webhooks import Notification, finished_notifications
@@ -25,8 +25,9 @@ from .webhooks import Notification, finished_notifications
 log = logging.getLogger(__name__)
 
 
-def _worker_name(worker: str | None) -> str:
-    return worker or f"pid-{os.getpid()}"
+def _node_name(worker: str | None) -> str:
+    """The worker node (Celery's hostname, ``name@host``); this host's name outside a worker."""
+    return worker or socket.gethostname()
 
 
 def retry_delay(retries: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -58,15 +59,16 @@ class JobRunner:
         self.notify = notify
 
     def run(self, job: Job, worker: str | None) -> dict | RetryLater:
-        """One delivery. Returns the task result, or ``RetryLater``; notifications go through ``self.notify``."""
+        """One delivery on node ``worker``, in this process (the lease's owner). Returns the task result, or
+        ``RetryLater``; notifications go through ``self.notify``."""
         settings = self.settings
-        worker = _worker_name(worker)
-        lease_ms = int(settings.lease_ttl * 1000)  # renewed by the worker's lease keeper
+        holder = process_owner(_node_name(worker))
+        lease_ms = int(settings.lease_ttl * 1000)  # renewed by the node's lease keeper
 
-        outcome = self.store.start(job.id, worker, lease_ms)
+        outcome = self.store.start(job.id, holder, lease_ms)
         if outcome.status == "missing":  # the record expired or was never written: recreate it from the message
             self.store.create(job)
-            outcome = self.store.start(job.id, worker, lease_ms)
+            outcome = self.store.start(job.id, holder, lease_ms)
         if outcome.status == "finished":
             log.info("duplicate delivery of a finished job ignored", extra={"job_id": job.id, "state": outcome.detail})
             return {"id": job.id, "state": outcome.detail, "duplicate": True}
@@ -75,11 +77,14 @@ class JobRunner:
                         extra={"job_id": job.id, "owner": outcome.detail})
             return RetryLater(settings.lease_ttl)  # a dead holder's lease lapses within this
 
+        if outcome.interrupted:
+            metrics.INTERRUPTED.labels(job.task.value).inc()
+            log.info("previous delivery was ended by a Redis outage, not a lost worker", extra={"job_id": job.id})
         try:
-            return self._run_started(job, worker, outcome.attempts, outcome.lost)
+            return self._run_started(job, holder, outcome.attempts, outcome.lost)
         finally:
             try:
-                self.store.release_lease(job.id, worker)
+                self.store.release_lease(job.id, holder)
             except REDIS_DOWN as exc:
                 # The lease lapses by itself; raising here would replace what is propagating — the outcome, the
                 # Redis error the task must handle, or the SystemExit of a worker cancelling this job.
@@ -88,13 +93,13 @@ class JobRunner:
     def interrupted(self, job: Job, worker: str | None) -> bool:
         """This delivery ended because Redis went away mid-job (it answers again now): the job goes back to
         ``queued``, counted as interrupted, not lost. False when it was not running here (nothing changes)."""
-        done = self.store.interrupt(job.id, _worker_name(worker))
+        done = self.store.interrupt(job.id, _node_name(worker))
         if done:
             metrics.INTERRUPTED.labels(job.task.value).inc()
             log.info("delivery interrupted by a Redis outage, job queued again", extra={"job_id": job.id})
         return done
 
-    def _run_started(self, job: Job, worker: str, attempt: int, lost: int) -> dict | RetryLater:
+    def _run_started(self, job: Job, holder: str, attempt: int, lost: int) -> dict | RetryLater:
         settings = self.settings
         timings = StageTimings()
         try:
@@ -104,7 +109,7 @@ class JobRunner:
                     f"{settings.max_lost_deliveries}, IMGRESTORE_MAX_LOST_DELIVERIES); the image may exhaust a "
                     "worker's memory — check it, then re-queue it with `imgrestore retry`"
                 )
-            log.info("job started", extra={"job_id": job.id, "attempt": attempt, "worker": worker})
+            log.info("job started", extra={"job_id": job.id, "attempt": attempt, "worker": holder})
             done = self.restorer.restore(job, timings)
         except TransientError as exc:
             retries = self.store.get(job.id).retries

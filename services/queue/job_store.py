@@ -2,7 +2,8 @@
 
 Keys (all under ``settings.key_prefix``):
 - ``job:<id>``     hash of the job's fields (nested ones as JSON)
-- ``lease:<id>``   the worker currently running the job; it expires unless that worker keeps renewing it
+- ``lease:<id>``   the process currently running the job (``process_owner``); it expires unless that process's
+                   node keeps renewing it
 - ``jobs:recent``  sorted set of job ids by creation time (trimmed), for status pages
 - ``dead``         sorted set of permanently failed job ids by failure time (the dead-letter record)
 - ``stats:finished`` hash: count of finished jobs by final state
@@ -21,6 +22,9 @@ and ``IMGRESTORE_QUEUE_PREFIX`` carry one hash tag (``{imgrestore}:`` and ``{img
 from __future__ import annotations
 
 import json
+import os
+import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,9 +39,12 @@ RECENT_LIMIT = 10_000
 
 SWEEP_OWNER = "sweep:"  # lease owners that are an orphan sweep's claim, not a worker running the job
 
-# Atomically: refuse when another live worker holds the lease (an orphan sweep's claim is not one); otherwise take
-# it, count the delivery and, when the previous delivery never finished (state still ``running``) and was not
-# re-queued as an orphan, count that one as lost. The job's entry in the unfinished index is refreshed.
+# Atomically: refuse when another live process holds the lease (an orphan sweep's claim is not one); otherwise take
+# it and count the delivery. When the previous delivery never finished (state still ``running``) and was not
+# re-queued as an orphan, it was interrupted — its process is this one (alive: only an outage ends a delivery
+# without an end), or it began under a Redis server (run id ARGV[7]; '' when INFO is refused) that has restarted
+# since — or else its worker was lost. The record names the node (``worker``), the process (``holder``) and the
+# server; the job's entry in the unfinished index is refreshed.
 _START_SCRIPT = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'missing'} end
@@ -48,25 +55,44 @@ if owner and owner ~= ARGV[2] and string.sub(owner, 1, string.len(ARGV[5])) ~= A
 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 local lost = tonumber(redis.call('HGET', KEYS[1], 'lost') or '0')
+local interrupted = 0
 if state == 'running' and redis.call('HGET', KEYS[1], 'orphan_pending') ~= '1' then
-  lost = lost + 1
-  redis.call('HSET', KEYS[1], 'lost', lost)
+  local began_under = redis.call('HGET', KEYS[1], 'redis_run')
+  local restarted = ARGV[7] ~= '' and began_under and began_under ~= '' and began_under ~= ARGV[7]
+  if redis.call('HGET', KEYS[1], 'holder') == ARGV[2] or restarted then
+    redis.call('HINCRBY', KEYS[1], 'interrupted', 1)
+    redis.call('HINCRBY', KEYS[4], 'interrupted', 1)
+    interrupted = 1
+  else
+    lost = lost + 1
+    redis.call('HSET', KEYS[1], 'lost', lost)
+  end
 end
 redis.call('HDEL', KEYS[1], 'orphan_pending')
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[1], 'worker', ARGV[6], 'holder', ARGV[2],
+           'redis_run', ARGV[7])
 redis.call('ZADD', KEYS[3], ARGV[4], redis.call('HGET', KEYS[1], 'id'))
-return {'started', attempts, lost}
+return {'started', attempts, lost, interrupted}
+"""
+
+# Whether lease owner ``owner`` is ``node`` or one of its processes (``<node>:<pid>:<token>``): a node's lease
+# keeper renews and hands back the leases of its pool processes.
+_OWNED_BY_NODE = """
+local function owned_by_node(owner, node)
+  return owner == node or string.sub(owner, 1, string.len(node) + 1) == node .. ':'
+end
 """
 
 # A delivery that ended because Redis went away (its worker is alive): back to ``queued`` without counting a lost
-# delivery, lease released. Only the worker that was running it may say so, and only while nobody else holds it.
-# Its message is still in the broker (unacknowledged), so the unfinished index keeps the time it last started.
-_INTERRUPT_SCRIPT = """
+# delivery, lease released. Only the node that was running it (ARGV[1]) may say so, and only while no other node
+# holds it. Its message is still in the broker (unacknowledged), so the unfinished index keeps the time it last
+# started.
+_INTERRUPT_SCRIPT = _OWNED_BY_NODE + """
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
 if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return 0 end
 local owner = redis.call('GET', KEYS[2])
-if owner and owner ~= ARGV[1] then return 0 end
+if owner and not owned_by_node(owner, ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'state', 'queued')
 redis.call('HINCRBY', KEYS[1], 'interrupted', 1)
@@ -173,8 +199,10 @@ end
 return 1
 """
 
-_RENEW_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+# ARGV[1]: the owner, or the node whose lease keeper renews for all its processes.
+_RENEW_SCRIPT = _OWNED_BY_NODE + """
+local owner = redis.call('GET', KEYS[1])
+if owner and owned_by_node(owner, ARGV[1]) then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -184,14 +212,39 @@ return 0
 """
 
 
+_PROCESS_TOKEN: tuple[int, str] | None = None  # (pid, token): drawn again in a forked child
+
+
+def process_owner(node: str) -> str:
+    """The lease owner of this process on worker node ``node``: ``<node>:<pid>:<token>``, fixed for the process's
+    life. Two pool processes of one node are two owners, so a redelivery reaching one while the other runs the job
+    finds it leased; the random token tells a restarted process from a dead one that had the same pid."""
+    global _PROCESS_TOKEN
+    pid = os.getpid()
+    if _PROCESS_TOKEN is None or _PROCESS_TOKEN[0] != pid:
+        _PROCESS_TOKEN = (pid, secrets.token_hex(4))
+    return f"{node}:{pid}:{_PROCESS_TOKEN[1]}"
+
+
+_PROCESS_OWNER = re.compile(r"(?P<node>.+):\d+:[0-9a-f]+")
+
+
+def node_of(owner: str) -> str:
+    """The node of a ``process_owner`` (any other owner names itself)."""
+    match = _PROCESS_OWNER.fullmatch(owner)
+    return match["node"] if match else owner
+
+
 @dataclass(frozen=True)
 class StartOutcome:
-    """What ``JobStore.start`` found: ``started``, ``finished`` (a duplicate delivery), ``leased`` or ``missing``."""
+    """What ``JobStore.start`` found: ``started``, ``finished`` (a duplicate delivery), ``leased`` or ``missing``.
+    ``interrupted``: this start found the previous delivery ended by a Redis outage (counted as such, not lost)."""
 
     status: str
     attempts: int = 0
     lost: int = 0
     detail: str | None = None
+    interrupted: bool = False
 
 
 class JobStore:
@@ -332,27 +385,38 @@ class JobStore:
             return None
 
     # --- state transitions ---
-    def start(self, job_id: str, worker: str, lease_ms: int) -> StartOutcome:
+    def start(self, job_id: str, holder: str, lease_ms: int) -> StartOutcome:
+        """Takes the job's lease for ``holder`` (a ``process_owner``) and marks the job running on its node."""
         now = utcnow()
         reply = self._start(
-            keys=[self.job_key(job_id), self.lease_key(job_id), self.unfinished_key],
-            args=[now.isoformat(), worker, lease_ms, now.timestamp(), SWEEP_OWNER],
+            keys=[self.job_key(job_id), self.lease_key(job_id), self.unfinished_key, self.recovery_key],
+            args=[now.isoformat(), holder, lease_ms, now.timestamp(), SWEEP_OWNER, node_of(holder),
+                  self.server_run_id()],
         )
         status = reply[0]
         if status == "started":
-            return StartOutcome(status, attempts=int(reply[1]), lost=int(reply[2]))
+            return StartOutcome(status, attempts=int(reply[1]), lost=int(reply[2]), interrupted=reply[3] == 1)
         return StartOutcome(status, detail=reply[1] if len(reply) > 1 else None)
 
-    def renew_lease(self, job_id: str, worker: str, lease_ms: int) -> bool:
-        return bool(self._renew(keys=[self.lease_key(job_id)], args=[worker, lease_ms]))
+    def server_run_id(self) -> str:
+        """The Redis server's run id, new at each start: a delivery that began under another one met a restart.
+        '' when INFO is refused (a managed Redis's ACL): restarts are then not told apart."""
+        try:
+            return str(self.redis.info("server").get("run_id", ""))
+        except redis.exceptions.ResponseError:
+            return ""
 
-    def release_lease(self, job_id: str, worker: str) -> None:
-        self._release(keys=[self.lease_key(job_id)], args=[worker])
+    def renew_lease(self, job_id: str, owner: str, lease_ms: int) -> bool:
+        """Extends the lease held by ``owner``, or by any process of node ``owner`` (the node's lease keeper)."""
+        return bool(self._renew(keys=[self.lease_key(job_id)], args=[owner, lease_ms]))
+
+    def release_lease(self, job_id: str, holder: str) -> None:
+        self._release(keys=[self.lease_key(job_id)], args=[holder])
 
     def interrupt(self, job_id: str, worker: str) -> bool:
-        """``worker``'s delivery of the job ended because Redis went away: the job is ``queued`` again, its lease
-        released, and the delivery is counted as ``interrupted``, not ``lost``. False when the job is not running
-        on ``worker`` (finished, already re-queued, or taken by another worker): nothing changes."""
+        """Node ``worker``'s delivery of the job ended because Redis went away: the job is ``queued`` again, its
+        lease released, and the delivery is counted as ``interrupted``, not ``lost``. False when the job is not
+        running on ``worker`` (finished, already re-queued, or taken by another node): nothing changes."""
         return bool(self._interrupt(keys=[self.job_key(job_id), self.lease_key(job_id), self.recovery_key],
                                     args=[worker]))
 

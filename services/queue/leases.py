@@ -210,6 +210,7 @@ class LeaseKeeper(threading.Thread):
             now = time.time()
             self.store.redis.zadd(index, {tag: now for tag in tags}, xx=True)
         for request in _snapshot(worker_state.reserved_requests):
+            # By node: the lease is held by whichever of this node's pool processes runs the job.
             self.store.renew_lease(request.id, self.worker_name, self.lease_ms)
         # After the job leases: the claims lapse no earlier than they do, so a reclaimed job is free to start.
         self.claims.claim(self.keeper, tags)
