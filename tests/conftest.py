@@ -1,4 +1,5 @@
-"""Shared fixtures: real tiny ONNX models in a temp model folder, and settings pointing at them."""
+"""Shared fixtures: real tiny ONNX models in a temp model folder, and settings pointing at them; and the
+``integration`` mark, which ``-m "not integration"`` leaves out to get the fast subset."""
 
 from __future__ import annotations
 
@@ -10,6 +11,19 @@ import pytest
 from services.config import Settings
 from tests.support.onnx_models import write_model_dir
 from tests.support.processes import require_redis
+
+# Left out of the fast subset (``-m "not integration"``), besides every test marked ``slow``: the folders whose tests
+# start processes (workers, moto's S3 server, the API over HTTP) or train and export models with torch.
+INTEGRATION_DIRS = {Path(__file__).parent / name for name in ("integration", "training", "export")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Gives the ``integration`` mark to every test of ``INTEGRATION_DIRS`` and every ``slow`` one. A ``pytestmark``
+    in a conftest is ignored by pytest, so the mark is given here; ``-m "not integration"`` then keeps the
+    in-process tests (real Redis included), which run in seconds."""
+    for item in items:
+        if INTEGRATION_DIRS & set(item.path.parents) or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

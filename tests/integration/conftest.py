@@ -1,4 +1,5 @@
-"""Real parts: Redis over TCP, moto's S3 server over HTTP, and imgrestore worker processes."""
+"""Real parts: Redis over TCP, moto's S3 server over HTTP, and imgrestore worker processes. Every test here is marked
+``integration`` by tests/conftest.py (a ``pytestmark`` in a conftest would be ignored)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ from services.queue.celery_app import create_app
 from services.queue.job_store import JobStore
 from services.queue.submission import Submitter
 from tests.support.processes import start_moto, start_worker
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
