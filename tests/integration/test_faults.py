@@ -88,7 +88,9 @@ def test_default_settings_redeliver_a_sigkilled_workers_job_within_15_s(make_ser
     the visibility timeout — 64–69 s measured. The surviving worker now reclaims it once the dead one's claims
     lapse."""
     service = make_service(2)
-    assert service.settings.visibility_timeout == Settings().visibility_timeout == 60
+    timing = ("visibility_timeout", "lease_ttl", "lease_renew_interval", "unacked_restore_interval")
+    assert {name: getattr(service.settings, name) for name in timing} == \
+        {name: Settings.model_fields[name].default for name in timing}  # no override reached the workers
     fifo = tmp_path / "held.png"
     os.mkfifo(fifo)
     delay, final, holder = _kill_the_holder_and_time_the_redelivery(service, fifo, 15)
@@ -96,14 +98,6 @@ def test_default_settings_redeliver_a_sigkilled_workers_job_within_15_s(make_ser
     assert final.state is JobState.succeeded and (final.attempts, final.lost) == (2, 1)
     assert final.worker != holder.name
     assert "delivery of a dead worker reclaimed" in next(w for w in service.workers if w is not holder).log()
-
-
-def test_default_settings_redeliver_within_15_s():
-    """The contract for production defaults: claims lapse after the lease TTL, a live worker looks every renew
-    interval, and a live worker misses ≥ 3 renewals before its own claims lapse."""
-    defaults = Settings()
-    assert defaults.lease_ttl + defaults.lease_renew_interval <= 15
-    assert defaults.lease_renew_interval * 3 <= defaults.lease_ttl
 
 
 def test_sigkilled_workers_lose_no_job_and_finish_each_exactly_once(make_service, s3_client, bucket):
