@@ -9,12 +9,15 @@ serves them on ``IMGRESTORE_METRICS_PORT``. Queue gauges are computed from Redis
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .queue import depth
+from .queue.job_store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -64,26 +67,39 @@ def record_model_load(model: str, provider: str, seconds: float) -> None:
 
 
 class QueueCollector(Collector):
-    """Queue depth (waiting), in flight (delivered, not yet acknowledged) and their sum, per queue, from Redis."""
+    """Per queue, from Redis: depth (waiting), in flight (delivered, not yet acknowledged), their sum, and the age
+    of the job that has waited longest and of the one that has run longest (what "jobs wait too long" alerts on)."""
 
-    def __init__(self, client, queues: list[str], unacked_key: str = "unacked") -> None:
-        self.client = client
+    def __init__(self, store: JobStore, queues: list[str], unacked_key: str = "unacked",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
         self.queues = queues
         self.unacked_key = unacked_key
+        self.clock = clock
 
     def collect(self):
-        depth_gauge = GaugeMetricFamily("imgrestore_queue_depth", "Jobs waiting in each queue.", labels=["queue"])
+        depth_family = GaugeMetricFamily("imgrestore_queue_depth", "Jobs waiting in each queue.", labels=["queue"])
         flight = GaugeMetricFamily("imgrestore_queue_in_flight", "Jobs delivered to workers, not yet acknowledged.",
                                    labels=["queue"])
         backlog = GaugeMetricFamily("imgrestore_queue_backlog", "Waiting + in flight: what autoscaling follows.",
                                     labels=["queue"])
-        running = depth.in_flight_by_queue(self.client, self.unacked_key)
+        waited = GaugeMetricFamily("imgrestore_queue_oldest_waiting_seconds", "Seconds the job that has waited "
+                                   "longest in each queue has been queued (since created, retried or re-queued); "
+                                   "0 when no job waits.", labels=["queue"])
+        ran = GaugeMetricFamily("imgrestore_queue_oldest_running_seconds", "Seconds the longest-running job of each "
+                                "queue has been running; 0 when none runs.", labels=["queue"])
+        client = self.store.redis
+        running = depth.in_flight_ids_by_queue(client, self.unacked_key)
+        waiting = {queue: depth.waiting(client, queue) for queue in self.queues}
+        ages = depth.job_ages(self.store, waiting, running, self.clock())
         for queue in self.queues:
-            waiting = depth.waiting(self.client, queue)
-            depth_gauge.add_metric([queue], waiting)
-            flight.add_metric([queue], running.get(queue, 0))
-            backlog.add_metric([queue], waiting + running.get(queue, 0))
-        yield from (depth_gauge, flight, backlog)
+            in_flight = len(running.get(queue, []))
+            depth_family.add_metric([queue], waiting[queue])
+            flight.add_metric([queue], in_flight)
+            backlog.add_metric([queue], waiting[queue] + in_flight)
+            waited.add_metric([queue], round(ages[queue].oldest_waiting, 3))
+            ran.add_metric([queue], round(ages[queue].oldest_running, 3))
+        yield from (depth_family, flight, backlog, waited, ran)
 
 
 class RedisMemoryCollector(Collector):

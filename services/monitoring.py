@@ -25,7 +25,8 @@ class WorkerInfo:
 @dataclass
 class Snapshot:
     taken_at: float
-    queues: dict[str, dict[str, int]]  # queue -> {"waiting": n, "in_flight": n}
+    # queue -> {"waiting": n, "in_flight": n, "oldest_waiting_s": s, "oldest_running_s": s} (ages 0: none)
+    queues: dict[str, dict[str, float]]
     workers: list[WorkerInfo]
     finished: dict[str, int]  # final state -> count since Redis started
     failures: list[Job] = field(default_factory=list)
@@ -118,8 +119,12 @@ class Monitor:
         return snapshot
 
     def _redis_part(self, failures: int, window: float) -> Snapshot:
-        in_flight = depth.in_flight_by_queue(self.store.redis)
-        depths = {q: {"waiting": depth.waiting(self.store.redis, q), "in_flight": in_flight.get(q, 0)}
+        in_flight = depth.in_flight_ids_by_queue(self.store.redis)
+        waiting = {q: depth.waiting(self.store.redis, q) for q in self.queue_names}
+        ages = depth.job_ages(self.store, waiting, in_flight, time.time())
+        depths = {q: {"waiting": waiting[q], "in_flight": len(in_flight.get(q, [])),
+                      "oldest_waiting_s": round(ages[q].oldest_waiting, 1),
+                      "oldest_running_s": round(ages[q].oldest_running, 1)}
                   for q in self.queue_names}
         recent = []
         for job_id in self.store.dead_letters(limit=failures):

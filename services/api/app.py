@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, celery_app: Celery | None = Non
     batch_store = BatchStore(store)
     storage = StorageRouter(settings)
     queues = [settings.queue_for(t) for t in QUEUE_TASKS] + [settings.control_queue]
-    metrics = ApiMetrics(store.redis, queues)
+    metrics = ApiMetrics(store, queues)
     ctx = ApiContext(
         settings=settings, tokens=tokens, redis=store.redis, jobs=store, batches=batch_store, submitter=submitter,
         batch_submitter=BatchSubmitter(settings, store, batch_store, submitter, celery), celery=celery,

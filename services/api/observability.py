@@ -19,6 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..metrics import QueueCollector, RedisMemoryCollector
+from ..queue.job_store import JobStore
 
 log = logging.getLogger("services.api.access")
 _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
@@ -45,14 +46,14 @@ class _SafeQueueCollector(Collector):
 
 
 class ApiMetrics:
-    def __init__(self, redis_client, queues: list[str]) -> None:
+    def __init__(self, store: JobStore, queues: list[str]) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("imgrestore_api_requests", "API requests by method, route template and status.",
                                 ["method", "route", "status"], registry=self.registry)
         self.seconds = Histogram("imgrestore_api_request_seconds", "API request duration by route template.",
                                  ["route"], buckets=_BUCKETS, registry=self.registry)
-        self.registry.register(_SafeQueueCollector(QueueCollector(redis_client, queues)))
-        self.registry.register(RedisMemoryCollector(redis_client))
+        self.registry.register(_SafeQueueCollector(QueueCollector(store, queues)))
+        self.registry.register(RedisMemoryCollector(store.redis))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

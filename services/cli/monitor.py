@@ -17,13 +17,29 @@ from ..queue.celery_app import app
 from .common import cli, echo_json, job_store, reports_errors, settings
 
 
+def age(seconds: float) -> str:
+    """``–`` for none, else the largest two units: ``42s``, ``3m 05s``, ``2h 10m``, ``3d 4h``."""
+    if seconds <= 0:
+        return "–"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
 def render(snapshot: Snapshot, rate: float | None) -> Group:
     minutes = f"{snapshot.window_seconds / 60:g} min"
-    queues = Table("queue", "waiting", "in flight", f"done ({minutes})", "jobs/s", "MP/s", title="Queues",
-                   title_justify="left", expand=True)
+    queues = Table("queue", "waiting", "oldest waiting", "in flight", "longest running", f"done ({minutes})",
+                   "jobs/s", "MP/s", title="Queues", title_justify="left", expand=True)
     for name, counts in snapshot.queues.items():
         done = snapshot.throughput.get(name)
-        queues.add_row(name, f"{counts['waiting']:,}", f"{counts['in_flight']:,}",
+        queues.add_row(name, f"{counts['waiting']:,}", age(counts["oldest_waiting_s"]), f"{counts['in_flight']:,}",
+                       age(counts["oldest_running_s"]),
                        *((f"{done.succeeded:,} ✓ {done.failed:,} ✗", f"{done.jobs_per_s:,.2f}",
                           f"{done.megapixels_per_s:,.2f}") if done else ("", "", "")))
     workers = Table("worker", "running", "processed", title=f"Workers ({len(snapshot.workers)})",

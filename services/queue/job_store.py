@@ -357,6 +357,21 @@ class JobStore:
         key = self.unfinished_key if not state.finished else self.state_prefix + state.value
         return list(self.redis.zrevrange(key, start, stop))
 
+    def unfinished_since(self, job_ids: list[str]) -> dict[str, tuple[JobState, float]]:
+        """State and since when (a Unix time: queued — created, retried, re-queued — or started) of each of
+        ``job_ids`` that is ``queued`` or ``running``, from its record and the unfinished index, in one round trip.
+        Finished, expired and unknown ids are left out."""
+        if not job_ids:
+            return {}
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(self.job_key(job_id), "state")
+                pipe.zscore(self.unfinished_key, job_id)
+            replies = pipe.execute()
+        return {job_id: (JobState(state), float(since))
+                for job_id, state, since in zip(job_ids, replies[0::2], replies[1::2])
+                if state in (JobState.queued.value, JobState.running.value) and since is not None}
+
     def get(self, job_id: str) -> Job:
         raw = self.redis.hgetall(self.job_key(job_id))
         if not raw:

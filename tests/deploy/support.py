@@ -133,6 +133,7 @@ def exported_metrics() -> frozenset[str]:
 
     from services import metrics
     from services.api.observability import ApiMetrics
+    from services.queue.job_store import JobStore
 
     class NoQueues:  # a Redis with empty queues
         def llen(self, _):
@@ -141,7 +142,10 @@ def exported_metrics() -> frozenset[str]:
         def hscan_iter(self, *_, **__):
             return iter(())
 
-    api = ApiMetrics(NoQueues(), ["q"])
+        def register_script(self, _):
+            return None
+
+    api = ApiMetrics(JobStore(NoQueues()), ["q"])
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
     names = set()
     for value in [*vars(metrics).values(), *vars(api).values()]:
