@@ -139,7 +139,7 @@ class QueuedBackfill:
 
     def open(self, resume: bool) -> Batch:
         batch_id = self.plan.backfill_id
-        if self.jobs.redis.exists(self.batches.key(batch_id)):
+        if self.batches.exists(batch_id):
             existing = self.batches.get(batch_id)
             if not resume:
                 raise BackfillExists(
@@ -153,7 +153,7 @@ class QueuedBackfill:
         batch = self.open(resume)
         status = self.status
         status.done_before = batch.done
-        cursor = self.jobs.redis.hget(self.batches.key(batch.id), "cursor") or None
+        cursor = self.batches.cursor(batch.id)
         if not batch.sealed:
             for info in self.plan.inputs(self.storage, cursor):
                 self._wait_for_capacity(batch.id, on_progress)
@@ -164,7 +164,7 @@ class QueuedBackfill:
                 else:
                     status.queued += 1
                 if status.listed % 1000 == 0:  # a resumed listing restarts at most one page back
-                    _retrying(lambda: self.jobs.redis.hset(self.batches.key(batch.id), "cursor", info.url))
+                    _retrying(lambda: self.batches.save_cursor(batch.id, info.url))
                     self._refresh(batch.id)
                     on_progress(status)
             _retrying(lambda: self.batches.seal(batch.id))

@@ -42,6 +42,10 @@ class JobNotFoundError(PermanentError):
     code = "job_not_found"
 
 
+class BatchNotFoundError(PermanentError):
+    code = "batch_not_found"
+
+
 # --- storage ----------------------------------------------------------------------------------------------------
 class UnsupportedURLError(PermanentError):
     code = "unsupported_url"

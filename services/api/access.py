@@ -8,7 +8,7 @@ own bucket sees nothing else. Anything a token may not see reads as "not found" 
 
 from __future__ import annotations
 
-from ..errors import JobNotFoundError
+from ..errors import BatchNotFoundError, JobNotFoundError
 from ..jobs import Job
 from ..queue.batch_store import Batch
 from .auth import Principal
@@ -31,5 +31,5 @@ def hidden_job(job_id: str) -> JobNotFoundError:
     return JobNotFoundError(f"no job {job_id!r} (unknown id, expired, or not visible to this token)")
 
 
-def hidden_batch(batch_id: str) -> JobNotFoundError:
-    return JobNotFoundError(f"no batch {batch_id!r} (unknown id, or not visible to this token)")
+def hidden_batch(batch_id: str) -> BatchNotFoundError:
+    return BatchNotFoundError(f"no batch {batch_id!r} (unknown id, or not visible to this token)")

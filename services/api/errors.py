@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
+    BatchNotFoundError,
     ImgRestoreError,
     InputNotFoundError,
     JobNotFoundError,
@@ -63,7 +64,7 @@ RETRY_AFTER_QUEUE_FULL = "30"
 
 
 def status_of(exc: ImgRestoreError) -> int:
-    if isinstance(exc, JobNotFoundError | InputNotFoundError):
+    if isinstance(exc, JobNotFoundError | BatchNotFoundError | InputNotFoundError):
         return 404
     if isinstance(exc, QueueFullError):
         return 429  # backpressure: the service works, it holds as many waiting jobs as it was sized for

@@ -1,8 +1,10 @@
 """Batches: many jobs submitted together (an API batch or a backfill), with counts, progress and failures.
 
-Keys (under ``settings.key_prefix``): ``batch:<id>`` hash (fields below, counters ``succeeded``/``failed`` kept by
-``JobStore`` as jobs finish), ``batch:<id>:jobs`` list of job ids, ``batch:<id>:failed`` sorted set of failed job
-ids, ``batches:recent`` sorted set of batch ids by creation time.
+Keys (under ``settings.key_prefix``), written only here and by ``JobStore`` (which counts finished jobs into them):
+``batch:<id>`` hash (the fields below; ``cursor``, where a listing resumes; ``error``, why a prefix listing
+stopped; counters ``succeeded``/``failed`` kept by ``JobStore`` as jobs finish), ``batch:<id>:jobs`` list of job
+ids, ``batch:<id>:members`` set of the same ids (membership makes adding an input idempotent),
+``batch:<id>:failed`` sorted set of failed job ids, ``batches:recent`` sorted set of batch ids by creation time.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from enum import Enum
 
 from pydantic import BaseModel, Field
 
-from ..errors import JobNotFoundError
-from ..jobs import Job, JobOptions, Profile, Task, utcnow
+from ..errors import BatchNotFoundError
+from ..jobs import JobOptions, Profile, Task, utcnow
 from .job_store import JobStore
 
 RECENT_BATCHES = 1_000
@@ -69,7 +71,13 @@ class BatchStore:
         self.prefix = jobs.prefix
 
     def key(self, batch_id: str) -> str:
-        return f"{self.jobs.batch_prefix}{batch_id}"
+        return self.jobs.batch_key(batch_id)
+
+    def _members_key(self, batch_id: str) -> str:
+        return self.key(batch_id) + ":members"
+
+    def _jobs_key(self, batch_id: str) -> str:
+        return self.key(batch_id) + ":jobs"
 
     @property
     def recent_key(self) -> str:
@@ -95,18 +103,33 @@ class BatchStore:
     def get(self, batch_id: str) -> Batch:
         raw = self.redis.hgetall(self.key(batch_id))
         if not raw:
-            raise JobNotFoundError(f"no batch {batch_id!r}")
+            raise BatchNotFoundError(f"no batch {batch_id!r} (unknown id, or expired)")
         data = {k: (_load(v) if k in ("options", "sealed") else v) for k, v in raw.items() if v != ""}
         for name in _INT_FIELDS:
             data[name] = int(data.get(name, 0))
         return Batch.model_validate(data)
 
-    def add_job(self, batch_id: str, job: Job) -> None:
-        """Counts a job into the batch; call before the job is enqueued so it can never finish uncounted."""
+    def exists(self, batch_id: str) -> bool:
+        return bool(self.redis.exists(self.key(batch_id)))
+
+    def has_member(self, batch_id: str, job_id: str) -> bool:
+        return bool(self.redis.sismember(self._members_key(batch_id), job_id))
+
+    def add_member(self, batch_id: str, job_id: str) -> None:
+        """Counts a job into the batch, once. Call after the job is queued: a crash in between re-queues the same
+        (deterministic) job id on the next attempt, and it is counted then; a job is never counted unqueued."""
         with self.redis.pipeline() as pipe:
+            pipe.sadd(self._members_key(batch_id), job_id)
             pipe.hincrby(self.key(batch_id), "total", 1)
-            pipe.rpush(self.key(batch_id) + ":jobs", job.id)
+            pipe.rpush(self._jobs_key(batch_id), job_id)
             pipe.execute()
+
+    def cursor(self, batch_id: str) -> str | None:
+        """The last input listed and queued, where an interrupted listing resumes (None: from the start)."""
+        return self.redis.hget(self.key(batch_id), "cursor") or None
+
+    def save_cursor(self, batch_id: str, cursor: str) -> None:
+        self.redis.hset(self.key(batch_id), "cursor", cursor)
 
     def seal(self, batch_id: str) -> None:
         self.redis.hset(self.key(batch_id), "sealed", "true")
@@ -119,10 +142,10 @@ class BatchStore:
         return bool(self.redis.hsetnx(self.key(batch_id), "finished_at", utcnow().isoformat()))
 
     def job_ids(self, batch_id: str, start: int = 0, stop: int = -1) -> list[str]:
-        return list(self.redis.lrange(self.key(batch_id) + ":jobs", start, stop))
+        return list(self.redis.lrange(self._jobs_key(batch_id), start, stop))
 
     def failed_ids(self, batch_id: str, limit: int = 100) -> list[str]:
-        return list(self.redis.zrange(self.key(batch_id) + ":failed", 0, limit - 1))
+        return list(self.redis.zrange(self.jobs.batch_failed_key(batch_id), 0, limit - 1))
 
     def record_listing_error(self, batch_id: str, error: str) -> None:
         """The server-side listing of a prefix batch stopped for good: seal the batch with the reason."""
@@ -132,12 +155,16 @@ class BatchStore:
         """Why the server-side listing of a prefix batch stopped, when it failed (set by the expand task)."""
         return self.redis.hget(self.key(batch_id), "error") or None
 
+    def recent_ids(self, limit: int = 20) -> list[str]:
+        """Ids of the newest batches, newest first (some may have expired: ``get`` then raises)."""
+        return list(self.redis.zrevrange(self.recent_key, 0, limit - 1))
+
     def recent(self, limit: int = 20) -> list[Batch]:
         out = []
-        for batch_id in self.redis.zrevrange(self.recent_key, 0, limit - 1):
+        for batch_id in self.recent_ids(limit):
             try:
                 out.append(self.get(batch_id))
-            except JobNotFoundError:
+            except BatchNotFoundError:
                 continue
         return out
 

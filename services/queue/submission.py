@@ -155,13 +155,10 @@ class BatchSubmitter:
         self.submitter = submitter
         self.app = app
 
-    def members_key(self, batch_id: str) -> str:
-        return self.batches.key(batch_id) + ":members"
-
     def add(self, batch: Batch, input_url: str, root: str | None = None) -> Job | None:
         """Queues ``input_url`` as a job of ``batch`` unless it already is one; returns the new job or None."""
         job_id = batch_job_id(batch.id, input_url)
-        if self.batches.redis.sismember(self.members_key(batch.id), job_id):
+        if self.batches.has_member(batch.id, job_id):
             return None
         request = JobRequest(task=batch.task, profile=batch.profile, input_url=input_url,
                              output_url=output_for(batch, input_url, root), options=batch.options,
@@ -175,11 +172,7 @@ class BatchSubmitter:
         # its message, so it is left alone. Uncapped: an explicit batch checked the caps once for all its inputs,
         # a prefix batch is paced by IMGRESTORE_BATCH_MAX_IN_FLIGHT.
         self.submitter.create_queued(job, overwrite=False, capped=False)
-        with self.batches.redis.pipeline() as pipe:  # counted after it is queued: a crash re-queues, never loses
-            pipe.sadd(self.members_key(batch.id), job_id)
-            pipe.hincrby(self.batches.key(batch.id), "total", 1)
-            pipe.rpush(self.batches.key(batch.id) + ":jobs", job_id)
-            pipe.execute()
+        self.batches.add_member(batch.id, job_id)  # counted after it is queued: a crash re-queues, never loses
         return job
 
     def in_flight(self, batch_id: str) -> int:
@@ -233,7 +226,7 @@ class BatchSubmitter:
             cursor = info.url
             listed += 1
             if listed % 1000 == 0:
-                self.batches.redis.hset(self.batches.key(batch_id), "cursor", cursor)
+                self.batches.save_cursor(batch_id, cursor)
                 if listed >= 1000 * page_budget or self.in_flight(batch_id) >= max_in_flight:
                     return cursor
         self.batches.seal(batch_id)

@@ -88,9 +88,13 @@ def test_batches_are_visible_to_their_owner_and_inside_allow_lists(client, ctx):
     assert ops.index(backfill) < ops.index(mine)  # newest first
     for batch_id, token in ((theirs, None), (mine, OTHER), (foreign, None)):
         for path in (f"/v1/batches/{batch_id}", f"/v1/batches/{batch_id}/jobs"):
-            assert client.get(path, headers=auth(*(token,) if token else ())).status_code == 404
+            hidden = client.get(path, headers=auth(*(token,) if token else ()))
+            assert hidden.status_code == 404 and hidden.json()["error"]["type"] == "batch_not_found"
     assert client.get(f"/v1/batches/{backfill}", headers=auth()).json()["kind"] == "backfill"
-    assert client.get("/v1/batches/unknown", headers=auth()).status_code == 404
+    unknown = client.get("/v1/batches/unknown", headers=auth())
+    assert unknown.status_code == 404  # said as a missing batch, not a missing job, with the same body shape
+    error = unknown.json()["error"]
+    assert error["type"] == "batch_not_found" and "no batch 'unknown'" in error["message"]
 
 
 def test_batch_idempotency(client, ctx):

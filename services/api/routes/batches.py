@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from ...errors import JobNotFoundError
+from ...errors import BatchNotFoundError
 from ...queue.batch_store import Batch
 from ...queue.submission import DEFAULT_INCLUDE, output_for, prefix_root
 from ..access import can_see_batch, hidden_batch
@@ -76,7 +76,7 @@ def _view(ctx: ApiContext, batch: Batch, with_failures: bool = False) -> BatchVi
 def visible_batch(ctx: ApiContext, principal: Principal, batch_id: str) -> Batch:
     try:
         batch = ctx.batches.get(batch_id)
-    except JobNotFoundError:
+    except BatchNotFoundError:
         raise hidden_batch(batch_id) from None
     if not can_see_batch(principal, batch):
         raise hidden_batch(batch_id)
@@ -108,10 +108,10 @@ def list_batches(limit: Annotated[int, Query(ge=1, le=100)] = 20,
                  principal: Principal = Depends(current_principal),
                  ctx: ApiContext = Depends(get_ctx)) -> BatchList:
     found: list[BatchView] = []
-    for batch_id in ctx.redis.zrevrange(ctx.batches.recent_key, 0, SCAN_LIMIT - 1):
+    for batch_id in ctx.batches.recent_ids(SCAN_LIMIT):
         try:
             batch = ctx.batches.get(batch_id)
-        except JobNotFoundError:
+        except BatchNotFoundError:
             continue
         if can_see_batch(principal, batch):
             found.append(_view(ctx, batch))
