@@ -17,7 +17,7 @@ from .config import Settings
 from .errors import DeliveryLimitError, ImgRestoreError, TransientError
 from .jobs import Job, JobError, StageTimings
 from .queue.batch_store import BatchStore
-from .queue.job_store import JobStore, process_owner
+from .queue.job_store import JobStore, lease_owner
 from .queue.outages import REDIS_DOWN
 from .restorer import Restorer
 from .webhooks import Notification, finished_notifications
@@ -62,7 +62,7 @@ class JobRunner:
         """One delivery on node ``worker``, in this process (the lease's owner). Returns the task result, or
         ``RetryLater``; notifications go through ``self.notify``."""
         settings = self.settings
-        holder = process_owner(_node_name(worker))
+        holder = lease_owner(_node_name(worker))
         lease_ms = int(settings.lease_ttl * 1000)  # renewed by the node's lease keeper
 
         outcome = self.store.start(job.id, holder, lease_ms)

@@ -2,7 +2,7 @@
 
 Keys (all under ``settings.key_prefix``):
 - ``job:<id>``     hash of the job's fields (nested ones as JSON)
-- ``lease:<id>``   the process currently running the job (``process_owner``); it expires unless that process's
+- ``lease:<id>``   the process currently running the job (``lease_owner``); it expires unless that process's
                    node keeps renewing it
 - ``jobs:recent``  sorted set of job ids by creation time (trimmed), for status pages
 - ``dead``         sorted set of permanently failed job ids by failure time (the dead-letter record)
@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,10 +42,10 @@ SWEEP_OWNER = "sweep:"  # lease owners that are an orphan sweep's claim, not a w
 
 # Atomically: refuse when another live process holds the lease (an orphan sweep's claim is not one); otherwise take
 # it and count the delivery. When the previous delivery never finished (state still ``running``) and was not
-# re-queued as an orphan, it was interrupted — its process is this one (alive: only an outage ends a delivery
-# without an end), or it began under a Redis server (run id ARGV[7]; '' when INFO is refused) that has restarted
-# since — or else its worker was lost. The record names the node (``worker``), the process (``holder``) and the
-# server; the job's entry in the unfinished index is refreshed.
+# re-queued as an orphan, it was interrupted — its process (ARGV[8]) is this one (alive: only an outage ends a
+# delivery without an end), or it began under a Redis server (run id ARGV[7]; '' when INFO is refused) that has
+# restarted since — or else its worker was lost. The record names the node (``worker``), the holder (``holder``) and
+# the server; the job's entry in the unfinished index is refreshed.
 _START_SCRIPT = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'missing'} end
@@ -59,7 +60,10 @@ local interrupted = 0
 if state == 'running' and redis.call('HGET', KEYS[1], 'orphan_pending') ~= '1' then
   local began_under = redis.call('HGET', KEYS[1], 'redis_run')
   local restarted = ARGV[7] ~= '' and began_under and began_under ~= '' and began_under ~= ARGV[7]
-  if redis.call('HGET', KEYS[1], 'holder') == ARGV[2] or restarted then
+  local previous = redis.call('HGET', KEYS[1], 'holder')
+  local same_process = previous and (previous == ARGV[2] or
+    (ARGV[8] ~= '' and string.sub(previous, 1, string.len(ARGV[8]) + 1) == ARGV[8] .. ':'))
+  if same_process or restarted then
     redis.call('HINCRBY', KEYS[1], 'interrupted', 1)
     redis.call('HINCRBY', KEYS[4], 'interrupted', 1)
     interrupted = 1
@@ -76,7 +80,7 @@ redis.call('ZADD', KEYS[3], ARGV[4], redis.call('HGET', KEYS[1], 'id'))
 return {'started', attempts, lost, interrupted}
 """
 
-# Whether lease owner ``owner`` is ``node`` or one of its processes (``<node>:<pid>:<token>``): a node's lease
+# Whether lease owner ``owner`` is ``node`` or one of its slots (``<node>:<pid>:<token>:<thread>``): a node's lease
 # keeper renews and hands back the leases of its pool processes.
 _OWNED_BY_NODE = """
 local function owned_by_node(owner, node)
@@ -215,24 +219,31 @@ return 0
 _PROCESS_TOKEN: tuple[int, str] | None = None  # (pid, token): drawn again in a forked child
 
 
-def process_owner(node: str) -> str:
-    """The lease owner of this process on worker node ``node``: ``<node>:<pid>:<token>``, fixed for the process's
-    life. Two pool processes of one node are two owners, so a redelivery reaching one while the other runs the job
-    finds it leased; the random token tells a restarted process from a dead one that had the same pid."""
+def lease_owner(node: str) -> str:
+    """Who holds a lease taken here, on worker node ``node``: ``<node>:<pid>:<token>:<thread>``. The process part is
+    fixed for the process's life (the random token tells a restarted process from a dead one that had the same pid);
+    the thread tells apart the slots of a ``--pool threads`` worker. Two slots are two owners, so a redelivery
+    reaching one while another runs the job finds it leased."""
     global _PROCESS_TOKEN
     pid = os.getpid()
     if _PROCESS_TOKEN is None or _PROCESS_TOKEN[0] != pid:
         _PROCESS_TOKEN = (pid, secrets.token_hex(4))
-    return f"{node}:{pid}:{_PROCESS_TOKEN[1]}"
+    return f"{node}:{pid}:{_PROCESS_TOKEN[1]}:{threading.get_native_id()}"
 
 
-_PROCESS_OWNER = re.compile(r"(?P<node>.+):\d+:[0-9a-f]+")
+_LEASE_OWNER = re.compile(r"(?P<process>(?P<node>.+):\d+:[0-9a-f]+):\d+")
 
 
 def node_of(owner: str) -> str:
-    """The node of a ``process_owner`` (any other owner names itself)."""
-    match = _PROCESS_OWNER.fullmatch(owner)
+    """The node of a ``lease_owner`` (any other owner names itself)."""
+    match = _LEASE_OWNER.fullmatch(owner)
     return match["node"] if match else owner
+
+
+def process_of(owner: str) -> str:
+    """The process part of a ``lease_owner`` ('' for any other owner)."""
+    match = _LEASE_OWNER.fullmatch(owner)
+    return match["process"] if match else ""
 
 
 @dataclass(frozen=True)
@@ -401,12 +412,12 @@ class JobStore:
 
     # --- state transitions ---
     def start(self, job_id: str, holder: str, lease_ms: int) -> StartOutcome:
-        """Takes the job's lease for ``holder`` (a ``process_owner``) and marks the job running on its node."""
+        """Takes the job's lease for ``holder`` (a ``lease_owner``) and marks the job running on its node."""
         now = utcnow()
         reply = self._start(
             keys=[self.job_key(job_id), self.lease_key(job_id), self.unfinished_key, self.recovery_key],
             args=[now.isoformat(), holder, lease_ms, now.timestamp(), SWEEP_OWNER, node_of(holder),
-                  self.server_run_id()],
+                  self.server_run_id(), process_of(holder)],
         )
         status = reply[0]
         if status == "started":

@@ -109,11 +109,11 @@ def test_redis_blips_mid_job_do_not_fail_a_healthy_job_as_delivery_limit(config,
 
 def test_a_redelivery_after_a_redis_restart_is_an_interruption_not_a_lost_worker(store):
     job = _queued(store)
-    assert store.start(job.id, f"{NODE}:101:aaaa", 10_000).status == "started"
+    assert store.start(job.id, f"{NODE}:101:aaaa:101", 10_000).status == "started"
     # Redis restarted while the job ran: the attempt began on the previous server, and its lease lapsed meanwhile.
     store.redis.hset(store.job_key(job.id), "redis_run", "0" * 40)
     store.redis.delete(store.lease_key(job.id))
-    outcome = store.start(job.id, "celery@node2:202:bbbb", 10_000)
+    outcome = store.start(job.id, "celery@node2:202:bbbb:202", 10_000)
     assert (outcome.status, outcome.lost) == ("started", 0)  # before the fix: lost 1
     record = store.get(job.id)
     assert (record.lost, record.interrupted, record.worker) == (0, 1, "celery@node2")
@@ -122,16 +122,16 @@ def test_a_redelivery_after_a_redis_restart_is_an_interruption_not_a_lost_worker
 
 def test_a_worker_that_died_while_redis_stayed_up_is_still_a_lost_delivery(store):
     job = _queued(store)
-    assert store.start(job.id, f"{NODE}:101:aaaa", 10_000).status == "started"
+    assert store.start(job.id, f"{NODE}:101:aaaa:101", 10_000).status == "started"
     store.redis.delete(store.lease_key(job.id))  # its lease lapsed: nobody renewed it
-    outcome = store.start(job.id, "celery@node2:202:bbbb", 10_000)
+    outcome = store.start(job.id, "celery@node2:202:bbbb:202", 10_000)
     assert (outcome.status, outcome.lost) == ("started", 1)
     assert store.get(job.id).interrupted == 0
 
 
 def test_a_node_renews_and_hands_back_the_leases_of_its_own_processes_only(store):
     job = _queued(store)
-    owner = f"{NODE}:101:aaaa"
+    owner = f"{NODE}:101:aaaa:101"
     assert store.start(job.id, owner, 10_000).status == "started"
     assert store.redis.get(store.lease_key(job.id)) == owner
     assert not store.renew_lease(job.id, NODE + "x", 60_000)  # a node whose name merely starts alike
@@ -144,16 +144,41 @@ def test_a_node_renews_and_hands_back_the_leases_of_its_own_processes_only(store
     assert (record.state, record.interrupted) == (JobState.queued, 1)
 
 
-def test_a_process_owner_is_fixed_per_process_and_names_its_node():
-    from services.queue.job_store import node_of, process_owner
+def test_a_lease_owner_is_fixed_per_process_and_thread_and_names_its_node():
+    from services.queue.job_store import lease_owner, node_of, process_of
 
-    owner = process_owner(NODE)
-    assert owner == process_owner(NODE) and node_of(owner) == NODE and str(os.getpid()) in owner
+    owner = lease_owner(NODE)
+    assert owner == lease_owner(NODE) and node_of(owner) == NODE and str(os.getpid()) in owner
+    other_thread: list[str] = []
+    thread = threading.Thread(target=lambda: other_thread.append(lease_owner(NODE)))
+    thread.start()
+    thread.join()
+    assert other_thread[0] != owner and process_of(other_thread[0]) == process_of(owner)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.write(write, process_owner(NODE).encode())
+        os.write(write, lease_owner(NODE).encode())
         os._exit(0)
     os.waitpid(pid, 0)
     child = os.read(read, 200).decode()
-    assert child != owner and node_of(child) == NODE
+    assert process_of(child) != process_of(owner) and node_of(child) == NODE
+
+
+def test_two_slots_of_a_threads_pool_never_run_the_same_job_at_once(config, store):
+    """``imgrestore worker --pool threads``: one process, several job slots. Before, they shared the process's lease
+    owner, and the second slot ran the job too."""
+    job = _queued(store)
+    restorer = HeldRestorer()
+    first = threading.Thread(target=lambda: JobRunner(config, store, restorer).run(job, NODE))
+    first.start()
+    assert restorer.started.wait(10)
+    outcome: list = []
+    second = threading.Thread(target=lambda: outcome.append(
+        JobRunner(config, store, HeldRestorer(released=True)).run(job, NODE)))
+    second.start()
+    second.join(10)
+    restorer.release.set()
+    first.join(10)
+    assert isinstance(outcome[0], RetryLater), outcome
+    final = store.get(job.id)
+    assert (final.state, final.attempts, final.lost) == (JobState.succeeded, 1, 0)
