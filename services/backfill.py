@@ -27,11 +27,11 @@ import redis
 from PIL import Image
 
 from .errors import InvalidJobError
-from .jobs import Job, JobOptions, Profile, Task
+from .jobs import DEFAULT_INCLUDE, Job, JobOptions, Profile, Task
 from .queue.batch_store import Batch, BatchStore
 from .queue.job_store import JobStore
 from .queue.recovery import OrphanSweeper
-from .queue.submission import DEFAULT_INCLUDE, BatchSubmitter, output_for, prefix_root, request_id
+from .queue.submission import BatchSubmitter, is_earlier_output, output_for, prefix_root, request_id
 from .restorer import Restorer, attempt
 from .storage import ObjectInfo, StorageRouter, is_s3_url, matches_any
 
@@ -63,9 +63,12 @@ class BackfillPlan:
                      source=self.root, output_prefix=self.output, owner=owner)
 
     def inputs(self, storage: StorageRouter, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        output_root = prefix_root(self.output)
+        """What the backfill restores: matching files below the root, except its own output folder and the
+        ``restored/<variant>/`` folders of earlier default outputs (compared as resolved paths, so ``--output
+        ./scans/clean`` over ``./scans`` is recognised in the ``scans/clean/...`` paths the listing yields)."""
+        batch, include = self.batch(), list(self.include)
         for info in storage.list(self.root, start_after):
-            if matches_any(info.url, list(self.include)) and not info.url.startswith(output_root):
+            if matches_any(info.url, include) and not is_earlier_output(batch, info.url, self.root):
                 yield info
 
 

@@ -36,10 +36,10 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigurationError, InvalidJobError
-from .jobs import Job, JobError, JobOptions, JobState, Profile, Task
+from .jobs import DEFAULT_INCLUDE, Job, JobError, JobOptions, JobState, Profile, Task, in_restored_folder
 from .queue.batch_store import Batch
 from .queue.job_store import JobStore
-from .queue.submission import DEFAULT_INCLUDE, output_for, prefix_root, request_id
+from .queue.submission import output_for, prefix_root, request_id
 from .restorer import Restorer, attempt
 from .storage import ObjectInfo, StorageRouter, is_s3_url, local_path, matches_any, split_s3_url
 
@@ -198,8 +198,8 @@ class LocalFolder:
     def _wanted(self, path: Path) -> bool:
         if is_temporary(path.name) or not matches_any(path.name, self.include):
             return False
-        relative = path.relative_to(self.root).parts[:-1]
-        if any(part.startswith(".") for part in relative):
+        relative = path.relative_to(self.root)
+        if any(part.startswith(".") for part in relative.parts[:-1]) or in_restored_folder(relative.as_posix()):
             return False
         resolved = path.resolve()
         return not any(resolved.is_relative_to(ex) for ex in self.exclude)
@@ -292,9 +292,10 @@ class S3Prefix:
                 self.cursor = key
                 url = f"s3://{self.bucket}/{key}"
                 name = key.rsplit("/", 1)[-1]
-                relative = key[len(self.prefix):].split("/")[:-1]
+                relative = key[len(self.prefix):]
                 if (is_temporary(name) or not matches_any(name, self.include)
-                        or any(part.startswith(".") for part in relative)
+                        or any(part.startswith(".") for part in relative.split("/")[:-1])
+                        or in_restored_folder(relative)
                         or any(url.startswith(ex) for ex in self.exclude)):
                     continue
                 infos.append(ObjectInfo(url, int(item["Size"]), item["ETag"].strip('"')))

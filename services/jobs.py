@@ -184,12 +184,36 @@ class Job(BaseModel):
         return variant_name(self.task, self.profile)
 
 
+# --- where results go: one naming rule and one list of what the service restores ----------------------------------
 RESTORED_DIR = "restored"  # default outputs go to <input folder>/restored/<variant>/
+
+# The file names the service restores, wherever inputs are listed (run, batches, backfills, watch): images in every
+# format it decodes, and PDFs (multi-page TIFFs are already .tif).
+INPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".pdf")
+DEFAULT_INCLUDE = [f"*{suffix}" for suffix in INPUT_SUFFIXES]
+
+
+def is_input_name(name: str) -> bool:
+    return name.lower().endswith(INPUT_SUFFIXES)
 
 
 def variant_name(task: Task | str, profile: Profile | str) -> str:
     task = Task(task)
     return f"{task.value}-{Profile(profile).value}" if task is Task.denoise else task.value
+
+
+VARIANTS = frozenset(variant_name(task, profile) for task in Task for profile in Profile)
+
+
+def output_name(name: str, output_format: str | None) -> str:
+    """The one naming rule for a result: an explicit output format gives its extension, a GIF input gets ``.png``
+    (the format it is written in), anything else keeps its name. ``name`` may carry folders (``a/p1.gif``)."""
+    stem, suffix = posixpath.splitext(name)
+    if output_format:
+        return stem + EXTENSIONS[normalize_format(output_format)]
+    if suffix.lower() == ".gif":
+        return stem + ".png"
+    return name
 
 
 def derive_output_url(
@@ -198,13 +222,21 @@ def derive_output_url(
     """The default, deterministic output location: ``restored/<variant>/`` next to the input.
 
     ``s3://b/scans/p1.png`` → ``s3://b/scans/restored/denoise-auto/p1.png``;
-    ``/data/p1.tif`` → ``/data/restored/denoise-auto/p1.tif``. With an explicit output format the extension
-    follows it (and a GIF input gets ``.png``, the format it is written in). Re-running the same job writes the same key.
+    ``/data/p1.tif`` → ``/data/restored/denoise-auto/p1.tif``. The name follows ``output_name``. Re-running the
+    same job writes the same key. Listings skip these folders (``in_restored_folder``), so a later batch or backfill
+    over the same prefix never takes them as inputs.
     """
     head, name = posixpath.split(input_url)
-    stem, suffix = posixpath.splitext(name)
-    if output_format:
-        name = stem + EXTENSIONS[normalize_format(output_format)]
-    elif suffix.lower() == ".gif":  # GIF input is written as PNG
-        name = stem + ".png"
-    return posixpath.join(head, RESTORED_DIR, variant_name(task, profile), name)
+    return posixpath.join(head, RESTORED_DIR, variant_name(task, profile), output_name(name, output_format))
+
+
+def output_under(output: str, relative: str, output_format: str | None) -> str:
+    """Where an input found at ``relative`` (its path below the listed root) goes under an output prefix or folder."""
+    return output.rstrip("/") + "/" + output_name(relative.lstrip("/"), output_format)
+
+
+def in_restored_folder(relative: str) -> bool:
+    """True when ``relative`` (a path below a listed root) lies in a ``restored/<variant>/`` folder: results this
+    service wrote there by default, never inputs of a later listing (a colorized scan would be denoised next)."""
+    folders = relative.split("/")[:-1]
+    return any(a == RESTORED_DIR and b in VARIANTS for a, b in zip(folders, folders[1:]))

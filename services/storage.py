@@ -27,9 +27,6 @@ from .errors import (
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif")
-
-
 @dataclass(frozen=True)
 class ObjectInfo:
     url: str
@@ -49,6 +46,21 @@ class Storage(Protocol):
 
 def is_s3_url(url: str) -> bool:
     return url.startswith("s3://")
+
+
+def location(url: str) -> str:
+    """What a URL really names, for comparing places: an S3 URL as given, a local path resolved
+    (``./scans/../scans/a.png`` and ``scans/a.png`` are one file)."""
+    return url if is_s3_url(url) else local_path(url).resolve().as_posix()
+
+
+def relative_below(url: str, root: str) -> str | None:
+    """``url``'s path below the folder or prefix ``root`` (``a/p1.png``), or None when it is not below it.
+    Local paths are compared resolved, so ``./scans`` and the ``scans/...`` paths a listing yields agree."""
+    if is_s3_url(url) != is_s3_url(root):
+        return None
+    place, folder = location(url), location(root).rstrip("/") + "/"
+    return place[len(folder):] if place.startswith(folder) else None
 
 
 def local_path(url: str) -> Path:

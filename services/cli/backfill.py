@@ -14,11 +14,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from ..backfill import BackfillPlan, BackfillStatus, EmbeddedBackfill, QueuedBackfill, count_in_background, estimate
 from ..errors import ImgRestoreError
 from ..imaging.codecs import normalize_format
-from ..jobs import JobOptions, Profile, Task
+from ..jobs import DEFAULT_INCLUDE, JobOptions, Profile, Task
 from ..queue.batch_store import BatchStore
 from ..queue.celery_app import app
 from ..queue.recovery import OrphanSweeper
-from ..queue.submission import DEFAULT_INCLUDE, BatchSubmitter, Submitter
+from ..queue.submission import BatchSubmitter, Submitter
 from ..restorer import Restorer
 from ..storage import StorageRouter, is_s3_url
 from .common import EXIT_FAILED, EXIT_USAGE, cli, job_store, quiet_logging, reports_errors, settings

@@ -15,11 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import ImgRestoreError, InvalidJobError
-from ..imaging.codecs import EXTENSIONS, normalize_format
-from ..imaging.documents import DOCUMENT_SUFFIXES
-from ..jobs import TILE_SIZE_MAX, TILE_SIZE_MIN, Job, JobOptions, Profile, Task
+from ..imaging.codecs import normalize_format
+from ..jobs import (TILE_SIZE_MAX, TILE_SIZE_MIN, Job, JobOptions, Profile, Task, in_restored_folder, is_input_name,
+                    output_name)
 from ..restorer import Restorer, attempt
-from ..storage import IMAGE_SUFFIXES, StorageRouter, is_s3_url, local_path, split_s3_url
+from ..storage import StorageRouter, is_s3_url, local_path, location, split_s3_url
 from .common import EXIT_FAILED, EXIT_USAGE, cli, echo_json, quiet_logging, settings
 
 
@@ -29,13 +29,7 @@ class WorkItem:
     relative: str  # path under the output folder
 
     def output_url(self, out_dir: str, output_format: str | None) -> str:
-        relative = self.relative
-        stem, suffix = posixpath.splitext(relative)
-        if output_format:
-            relative = stem + EXTENSIONS[output_format]
-        elif suffix.lower() == ".gif":
-            relative = stem + ".png"
-        return join_url(out_dir, relative)
+        return join_url(out_dir, output_name(self.relative, output_format))
 
 
 def join_url(base: str, relative: str) -> str:
@@ -44,17 +38,9 @@ def join_url(base: str, relative: str) -> str:
     return str(local_path(base) / relative)
 
 
-def _location(url: str) -> str:
-    """What a URL really names, for comparing an output with the inputs (``./a/../x.png`` is ``x.png``)."""
-    return url if is_s3_url(url) else str(local_path(url).resolve())
-
-
-def is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_SUFFIXES + DOCUMENT_SUFFIXES)
-
-
 def expand_inputs(inputs: list[str], out_dir: str, storage: StorageRouter) -> list[WorkItem]:
-    """Files as given; folders and S3 prefixes recursively (image suffixes only), keeping relative paths."""
+    """Files as given; folders and S3 prefixes recursively (``INPUT_SUFFIXES`` only), keeping relative paths.
+    A folder's own output folder and its ``restored/<variant>/`` folders (earlier default outputs) are skipped."""
     items: list[WorkItem] = []
     out_root = None if is_s3_url(out_dir) else local_path(out_dir).resolve()
     for given in inputs:
@@ -69,8 +55,9 @@ def expand_inputs(inputs: list[str], out_dir: str, storage: StorageRouter) -> li
                 file = Path(info.url)
                 if out_root is not None and file.resolve().is_relative_to(out_root):
                     continue  # never feed our own outputs back in
-                if is_image_name(file.name):
-                    items.append(WorkItem(str(file), file.relative_to(path).as_posix()))
+                relative = file.relative_to(path).as_posix()
+                if is_input_name(file.name) and not in_restored_folder(relative):
+                    items.append(WorkItem(str(file), relative))
         else:
             raise InvalidJobError(f"{given}: no such file or folder")
     return items
@@ -81,10 +68,11 @@ def _expand_s3(url: str, storage: StorageRouter) -> list[WorkItem]:
     if key and not key.endswith("/") and storage.s3.head(url) is not None:
         return [WorkItem(url, posixpath.basename(key))]
     prefix = key if not key or key.endswith("/") else key + "/"
+    root = f"s3://{bucket}/{prefix}"
     found = [
-        WorkItem(info.url, info.url[len(f"s3://{bucket}/{prefix}"):])
-        for info in storage.s3.list(f"s3://{bucket}/{prefix}")
-        if is_image_name(info.url)
+        WorkItem(info.url, info.url[len(root):])
+        for info in storage.s3.list(root)
+        if is_input_name(info.url) and not in_restored_folder(info.url[len(root):])
     ]
     if not found:
         raise InvalidJobError(f"{url}: no such object, and no images under that prefix")
@@ -93,11 +81,11 @@ def _expand_s3(url: str, storage: StorageRouter) -> list[WorkItem]:
 
 def check_collisions(items: list[WorkItem], out_dir: str, output_format: str | None) -> None:
     seen: dict[str, str] = {}
-    inputs = {_location(item.input_url) for item in items}
+    inputs = {location(item.input_url) for item in items}
     for item in items:
         target = item.output_url(out_dir, output_format)
-        if _location(target) in inputs:
-            same = _location(target) == _location(item.input_url)
+        if location(target) in inputs:
+            same = location(target) == location(item.input_url)
             raise InvalidJobError(f"{item.input_url} would be written to {target}, "
                                   f"{'itself' if same else 'another input'}; restoring in place would destroy it: "
                                   "choose another output folder")

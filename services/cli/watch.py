@@ -17,8 +17,7 @@ from ..errors import ImgRestoreError
 from ..hot_folders import JobQueue, LocalFolder, S3Prefix, WatchPlan, WatchRecord, WatchSettings, WatchState, \
     WatchStatus, Watcher
 from ..imaging.codecs import normalize_format
-from ..jobs import JobOptions, Profile, Task
-from ..queue.submission import DEFAULT_INCLUDE
+from ..jobs import DEFAULT_INCLUDE, JobOptions, Profile, Task
 from ..storage import StorageRouter, is_s3_url, local_path
 from .common import EXIT_FAILED, EXIT_USAGE, cli, job_store, quiet_logging, reports_errors, settings
 

@@ -55,7 +55,6 @@ class PageRestorer(Protocol):
 
 
 DocumentKind = Literal["pdf", "tiff"]
-DOCUMENT_SUFFIXES = (".pdf",)  # TIFFs are already image suffixes
 PDF_CONTENT_TYPE = "application/pdf"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 

@@ -19,16 +19,19 @@ from celery import Celery
 
 from ..config import Settings
 from ..errors import InvalidJobError, QueueFullError
-from ..imaging.codecs import EXTENSIONS
-from ..jobs import RESTORED_DIR, Job, JobOptions, JobRequest, JobState, Profile, Task, derive_output_url
-from ..storage import StorageRouter, is_s3_url, local_path, matches_any, split_s3_url
+from ..jobs import (DEFAULT_INCLUDE, Job, JobOptions, JobRequest, JobState, Profile, Task, derive_output_url,
+                    in_restored_folder, output_under)
+from ..storage import StorageRouter, is_s3_url, local_path, matches_any, relative_below, split_s3_url
 from .batch_store import Batch, BatchStore
 from .celery_app import RESTORE_TASK, encode_message, send
 from .job_store import JobStore
 
 EXPAND_TASK = "imgrestore.expand_batch"
+# Request ids hash the include patterns. The default list gained *.gif and *.pdf (one list with ``run``); hashing the
+# default as the list it replaced keeps the ids of backfills and watches started before, so ``--resume`` (and a
+# watch's state file) still finds them.
+_ID_OF_DEFAULT_INCLUDE = ["*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.webp", "*.bmp"]
 _NAMESPACE = uuid.UUID("6f1c8e0e-3c0a-4d0e-9a57-0b7f6f1d2a11")
-DEFAULT_INCLUDE = ["*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.webp", "*.bmp"]
 
 
 class Submitter:
@@ -116,20 +119,17 @@ def output_for(batch: Batch, input_url: str, root: str | None) -> str:
     fmt = batch.options.output_format
     if not batch.output_prefix:
         return derive_output_url(input_url, batch.task, batch.profile, fmt)
-    relative = input_url[len(root):] if root and input_url.startswith(root) else posixpath.basename(input_url)
-    stem, suffix = posixpath.splitext(relative)
-    if fmt:
-        relative = stem + EXTENSIONS[fmt]
-    elif suffix.lower() == ".gif":
-        relative = stem + ".png"
-    return batch.output_prefix.rstrip("/") + "/" + relative.lstrip("/")
+    relative = (relative_below(input_url, root) if root else None) or posixpath.basename(input_url)
+    return output_under(batch.output_prefix, relative, fmt)
 
 
-def is_own_output(batch: Batch, url: str) -> bool:
-    """True for results this batch (or an earlier run of it) wrote inside the prefix it lists: never inputs."""
-    if batch.output_prefix:
-        return url.startswith(prefix_root(batch.output_prefix))
-    return f"/{RESTORED_DIR}/" in url
+def is_earlier_output(batch: Batch, url: str, root: str) -> bool:
+    """True for what a listing of ``root`` must not take as an input: results under the batch's own output prefix
+    or folder, and the ``restored/<variant>/`` folders that default outputs go to (whoever wrote them)."""
+    if batch.output_prefix and relative_below(url, batch.output_prefix) is not None:
+        return True
+    relative = relative_below(url, root)
+    return in_restored_folder(url if relative is None else relative)
 
 
 def prefix_root(prefix_url: str) -> str:
@@ -141,8 +141,10 @@ def request_id(kind: str, task: Task, profile: Profile, root: str, output: str, 
                options: JobOptions) -> str:
     """``kind-<16 hex>``: the same request over a prefix (a backfill, a watched folder) gives the same id, and so
     finds its state again after a restart or ``--resume``."""
-    key = json.dumps([task.value, profile.value, root, output.rstrip("/"), sorted(include),
-                      options.model_dump(mode="json")])
+    patterns = sorted(include)
+    if patterns == sorted(DEFAULT_INCLUDE):
+        patterns = sorted(_ID_OF_DEFAULT_INCLUDE)
+    key = json.dumps([task.value, profile.value, root, output.rstrip("/"), patterns, options.model_dump(mode="json")])
     return f"{kind}-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -221,7 +223,7 @@ class BatchSubmitter:
         listed = 0
         cursor = start_after
         for info in storage.list(root, start_after or None):
-            if matches_any(info.url, include) and not is_own_output(batch, info.url):
+            if matches_any(info.url, include) and not is_earlier_output(batch, info.url, root):
                 self.add(batch, info.url, root)
             cursor = info.url
             listed += 1

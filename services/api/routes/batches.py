@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from ...errors import BatchNotFoundError
+from ...jobs import DEFAULT_INCLUDE
 from ...queue.batch_store import Batch
-from ...queue.submission import DEFAULT_INCLUDE, output_for, prefix_root
+from ...queue.submission import output_for, prefix_root
 from ..access import can_see_batch, hidden_batch
 from ..auth import Principal, current_principal, require_allowed
 from ..context import ApiContext, get_ctx
