@@ -17,6 +17,7 @@ from services.config import Settings
 from services.errors import TransientStorageError
 from services.job_runner import JobRunner, RetryLater
 from services.jobs import Job, JobError, JobState, StageTimings, Task
+from services.queue import celery_app
 from services.queue.celery_app import create_app
 from services.queue.job_store import JobStore
 
@@ -96,7 +97,9 @@ def test_retry_dead_letters_skips_records_that_are_gone_says_how_many_and_exits_
     _expire(store, expired)
     store.redis.delete(store.job_key(gone.id))  # a record gone before its time (deleted, evicted): still listed
     monkeypatch.setattr(retry_verb, "settings", lambda: config)
-    monkeypatch.setattr(retry_verb, "app", create_app(config))
+    app = create_app(config)  # re-queued messages go to this test's Redis database, wherever the verb takes its app
+    monkeypatch.setattr(celery_app, "app", app)
+    monkeypatch.setattr(retry_verb, "app", app, raising=False)
 
     result = CliRunner().invoke(cli, ["retry", "--dead-letters"])
 
