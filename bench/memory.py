@@ -25,8 +25,7 @@ from services.config import Settings  # noqa: E402
 from services.inference.registry import load_manifest  # noqa: E402
 from services.jobs import JobRequest  # noqa: E402
 from services.queue.celery_app import create_app  # noqa: E402
-from services.queue.job_store import JobStore  # noqa: E402
-from services.queue.submission import Submitter  # noqa: E402
+from services.queue.clients import QueueClients  # noqa: E402
 from tests.support.processes import start_worker  # noqa: E402
 
 
@@ -45,7 +44,7 @@ def all_models_loaded(work: Path) -> dict:
            "IMGRESTORE_METRICS_PORT": "0", "IMGRESTORE_LOG_LEVEL": "WARNING"}
     config = Settings(**{k.removeprefix("IMGRESTORE_").lower(): v for k, v in env.items()})
     app = create_app(config)
-    submitter = Submitter(config, JobStore.from_url(config.redis_url, config.key_prefix), app)
+    submitter = QueueClients.from_settings(config, app=app).submitter
     worker = start_worker(f"mem-{uuid.uuid4().hex[:4]}@bench", env, work, app=app)
     try:
         (child,) = children(worker.pid)

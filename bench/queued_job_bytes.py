@@ -17,8 +17,8 @@ from common import markdown_table, write_results  # noqa: E402
 
 from services.config import Settings  # noqa: E402
 from services.jobs import Job, JobRequest, Task  # noqa: E402
-from services.queue.celery_app import RESTORE_TASK, create_app, send  # noqa: E402
-from services.queue.job_store import JobStore  # noqa: E402
+from services.queue.celery_app import RESTORE_TASK, send  # noqa: E402
+from services.queue.clients import QueueClients  # noqa: E402
 from services.queue.submission import Submitter  # noqa: E402
 from tests.support.chaos import RedisServer  # noqa: E402
 
@@ -45,8 +45,8 @@ def measure(path: str, jobs: int, folder: Path) -> dict:
     server.start()
     try:
         settings = Settings(redis_url=server.url, queue_prefix="bench.", max_queued_jobs=0)
-        store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_seconds)
-        submitter = Submitter(settings, store, create_app(settings))
+        queue = QueueClients.from_settings(settings)
+        store, submitter = queue.jobs, queue.submitter
         client = redis.Redis.from_url(server.url, decode_responses=True)
         submit = _before if path == "before" else _after
         submit(submitter, Job.from_request(_request(-1), owner="ops"))  # connections, scripts, kombu bindings

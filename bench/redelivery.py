@@ -23,8 +23,7 @@ from common import git_commit, markdown_table, redis_url, write_results  # noqa:
 from services.config import Settings  # noqa: E402
 from services.jobs import JobRequest, JobState  # noqa: E402
 from services.queue.celery_app import create_app  # noqa: E402
-from services.queue.job_store import JobStore  # noqa: E402
-from services.queue.submission import Submitter  # noqa: E402
+from services.queue.clients import QueueClients  # noqa: E402
 from tests.support.onnx_models import write_model_dir  # noqa: E402
 from tests.support.processes import start_worker, wait_until  # noqa: E402
 
@@ -33,8 +32,8 @@ def one_run(env: dict, work: Path, hold: float) -> dict:
     settings = Settings(**{k.removeprefix("IMGRESTORE_").lower(): v for k, v in env.items()
                            if k.startswith("IMGRESTORE_")})
     app = create_app(settings)
-    store = JobStore.from_url(settings.redis_url, settings.key_prefix)
-    submitter = Submitter(settings, store, app)
+    queue = QueueClients.from_settings(settings, app=app)
+    store, submitter = queue.jobs, queue.submitter
     workers = [start_worker(f"rd{i}-{uuid.uuid4().hex[:6]}@bench", env, work, app=app) for i in range(2)]
     fifo = work / f"held-{uuid.uuid4().hex[:6]}.png"
     os.mkfifo(fifo)

@@ -26,8 +26,7 @@ from services.inference.registry import ModelRegistry  # noqa: E402
 from services.inference.runner import TileSettings, run_model  # noqa: E402
 from services.jobs import JobRequest  # noqa: E402
 from services.queue.celery_app import create_app  # noqa: E402
-from services.queue.job_store import JobStore  # noqa: E402
-from services.queue.submission import Submitter  # noqa: E402
+from services.queue.clients import QueueClients  # noqa: E402
 from tests.support.processes import start_moto, start_worker  # noqa: E402
 
 AWS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -74,8 +73,8 @@ def main() -> None:
     config = Settings(**{k.removeprefix("IMGRESTORE_").lower(): v for k, v in env.items()
                          if k.startswith("IMGRESTORE_")})
     app = create_app(config)
-    store = JobStore.from_url(config.redis_url, config.key_prefix)
-    submitter = Submitter(config, store, app)
+    queue = QueueClients.from_settings(config, app=app)
+    store, submitter = queue.jobs, queue.submitter
     worker = start_worker(f"overhead-{uuid.uuid4().hex[:4]}@bench", env, work, app=app)
     end_to_end, records = [], []
     try:

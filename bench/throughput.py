@@ -21,10 +21,9 @@ from PIL import Image
 from common import markdown_table, redis_url, write_results  # noqa: E402  (bench/ is the script's folder)
 
 from services.config import Settings  # noqa: E402
-from services.queue.batch_store import Batch, BatchStore  # noqa: E402
+from services.queue.batch_store import Batch  # noqa: E402
 from services.queue.celery_app import create_app  # noqa: E402
-from services.queue.job_store import JobStore  # noqa: E402
-from services.queue.submission import BatchSubmitter, Submitter  # noqa: E402
+from services.queue.clients import QueueClients  # noqa: E402
 from tests.support.onnx_models import write_model_dir  # noqa: E402
 from tests.support.processes import start_moto, start_worker  # noqa: E402
 
@@ -60,11 +59,11 @@ def main() -> None:
             settings = Settings(**{k.removeprefix("IMGRESTORE_").lower(): v for k, v in env.items()
                                    if k.startswith("IMGRESTORE_")})
             app = create_app(settings)
-            store = JobStore.from_url(settings.redis_url, settings.key_prefix)
+            queue = QueueClients.from_settings(settings, app=app)
             workers = [start_worker(f"bench{i}-{uuid.uuid4().hex[:4]}@bench", env, work, app=app)
                        for i in range(count)]
             try:
-                rows.append(_batch_run(settings, store, app, count, args.jobs))
+                rows.append(_batch_run(queue, count, args.jobs))
                 pings.append(_ping_run(app, settings, count, args.pings))
             finally:
                 for worker in workers:
@@ -82,9 +81,8 @@ def main() -> None:
                     markdown_table(pings, ["workers", "tasks", "seconds", "tasks_per_s"]))])
 
 
-def _batch_run(settings, store, app, workers: int, jobs: int) -> dict:
-    batches = BatchStore(store)
-    submitter = BatchSubmitter(settings, store, batches, Submitter(settings, store, app), app)
+def _batch_run(queue: QueueClients, workers: int, jobs: int) -> dict:
+    store, batches, submitter = queue.jobs, queue.batches, queue.batch_submitter
     started = time.perf_counter()
     batch = submitter.submit_inputs(Batch(task="watermark", output_prefix="s3://bench/out/"),
                                     [f"s3://bench/in/{i:04d}.png" for i in range(jobs)])

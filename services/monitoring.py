@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from celery import Celery
 
 from .config import Settings
-from .jobs import Job, Task
+from .jobs import Job
 from .queue import depth
+from .queue.celery_app import queue_names, task_queue_names
 from .queue.job_store import JobStore
 
 
@@ -52,7 +53,7 @@ class Monitor:
         self.settings = settings
         self.store = store
         self.app = app
-        self.queue_names = [settings.queue_for(t.value) for t in Task] + [settings.control_queue]
+        self.queue_names = queue_names(settings)
 
     def expected_workers(self) -> int | None:
         """Workers bound to the control exchange (kombu keeps one binding per worker's pidbox queue in Redis).
@@ -90,7 +91,7 @@ class Monitor:
             for _, job_id in ids:
                 pipe.hmget(self.store.job_key(job_id), "task", "result")
             fields = pipe.execute()
-        rates = {self.settings.queue_for(t.value): QueueRate() for t in Task}
+        rates = {name: QueueRate() for name in task_queue_names(self.settings)}
         for (state, _), (task, result) in zip(ids, fields):
             rate = rates.get(self.settings.queue_for(task)) if task else None
             if rate is None:

@@ -35,13 +35,12 @@ from .inference.registry import ModelRegistry  # noqa: E402
 from .job_runner import JobRunner, RetryLater, retry_delay  # noqa: E402
 from .jobs import Job  # noqa: E402
 from .logs import configure_logging  # noqa: E402
-from .queue.batch_store import BatchStore  # noqa: E402
 from .queue.celery_app import NOTIFY_TASK, RESTORE_TASK, app, send  # noqa: E402
-from .queue.job_store import JobStore  # noqa: E402
+from .queue.clients import QueueClients, job_store  # noqa: E402
 from .queue.leases import LeaseRenewal  # noqa: E402
 from .queue.outages import (REDIS_DOWN, OutageSafeRequest, RedisUnavailable, abandon_delivery,  # noqa: E402
                             patiently, retry_task)
-from .queue.submission import EXPAND_TASK, BatchSubmitter, Submitter  # noqa: E402
+from .queue.submission import EXPAND_TASK  # noqa: E402
 from .restorer import Restorer  # noqa: E402
 from .webhooks import Notification  # noqa: E402
 
@@ -60,9 +59,20 @@ def runner() -> JobRunner:
         settings = get_settings()
         registry = ModelRegistry.from_settings(
             settings, on_load=lambda m: metrics.record_model_load(m.qualified_name, m.provider, m.load_seconds))
-        store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_seconds)
-        _runner = JobRunner(settings, store, Restorer(settings, registry=registry), notify=_send_notification)
+        _runner = JobRunner(settings, job_store(settings), Restorer(settings, registry=registry),
+                            notify=_send_notification)
     return _runner
+
+
+_clients: QueueClients | None = None
+
+
+def clients() -> QueueClients:
+    """The process's stores and submitters (on the runner's job store), for the batch-listing task."""
+    global _clients
+    if _clients is None:
+        _clients = QueueClients.from_settings(get_settings(), app=app, jobs=runner().store)
+    return _clients
 
 
 def _send_notification(note: Notification) -> None:
@@ -106,9 +116,7 @@ def expand_batch_task(self, batch_id: str, root: str, include: list[str], start_
     """Queues the next pages of a prefix batch, then continues in a new message (never blocks a worker slot)."""
     settings = get_settings()
     job_runner = runner()
-    batches = BatchStore(job_runner.store)
-    expander = BatchSubmitter(settings, job_runner.store, batches,
-                              Submitter(settings, job_runner.store, app), app)
+    batches, expander = clients().batches, clients().batch_submitter
     client = job_runner.store.redis
     try:
         cursor = expander.expand_step(batch_id, root, include, start_after, job_runner.restorer.storage,

@@ -10,14 +10,12 @@ from celery import Celery
 from fastapi import FastAPI
 
 from ..config import Settings, get_settings
-from ..queue.batch_store import BatchStore
-from ..queue.celery_app import create_app as create_celery_app
-from ..queue.job_store import JobStore
-from ..queue.submission import BatchSubmitter, Submitter
+from ..queue.celery_app import queue_names
+from ..queue.clients import QueueClients
 from ..storage import StorageRouter
 from . import errors
 from .auth import parse_tokens
-from .context import QUEUE_TASKS, ApiContext
+from .context import ApiContext
 from .idempotency import IdempotencyStore
 from .limits import BodyLimitMiddleware
 from .observability import ApiMetrics, ObservabilityMiddleware
@@ -38,16 +36,13 @@ internal network or block `/metrics` at the ingress. Errors are `{"error": {"typ
 def create_app(settings: Settings | None = None, celery_app: Celery | None = None) -> FastAPI:
     settings = settings or get_settings()
     tokens = parse_tokens(settings.api_tokens)  # a malformed setting fails here, at startup
-    store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_seconds)
-    celery = celery_app or create_celery_app(settings)
-    submitter = Submitter(settings, store, celery)
-    batch_store = BatchStore(store)
+    clients = QueueClients.from_settings(settings, app=celery_app)
+    store = clients.jobs
     storage = StorageRouter(settings)
-    queues = [settings.queue_for(t) for t in QUEUE_TASKS] + [settings.control_queue]
-    metrics = ApiMetrics(store, queues)
+    metrics = ApiMetrics(store, queue_names(settings))
     ctx = ApiContext(
-        settings=settings, tokens=tokens, redis=store.redis, jobs=store, batches=batch_store, submitter=submitter,
-        batch_submitter=BatchSubmitter(settings, store, batch_store, submitter, celery), celery=celery,
+        settings=settings, tokens=tokens, redis=store.redis, jobs=store, batches=clients.batches,
+        submitter=clients.submitter, batch_submitter=clients.batch_submitter, celery=clients.app,
         storage=storage,
         idempotency=IdempotencyStore(store.redis, settings.key_prefix, settings.api_idempotency_ttl_seconds),
         thumbnails=Thumbnailer(storage, min(settings.api_thumbnail_max_pixels, settings.max_pixels),

@@ -19,9 +19,6 @@ from .idempotency import IdempotencyStore
 from .observability import ApiMetrics
 from .thumbnails import Thumbnailer
 
-QUEUE_TASKS = ("denoise", "colorize", "watermark")
-
-
 @dataclass
 class ApiContext:
     settings: Settings

@@ -15,13 +15,10 @@ from ..backfill import BackfillPlan, BackfillStatus, EmbeddedBackfill, QueuedBac
 from ..errors import ImgRestoreError
 from ..imaging.codecs import normalize_format
 from ..jobs import DEFAULT_INCLUDE, JobOptions, Profile, Task
-from ..queue.batch_store import BatchStore
-from ..queue.celery_app import app
 from ..queue.recovery import OrphanSweeper
-from ..queue.submission import BatchSubmitter, Submitter
 from ..restorer import Restorer
 from ..storage import StorageRouter, is_s3_url
-from .common import EXIT_FAILED, EXIT_USAGE, cli, job_store, quiet_logging, reports_errors, settings
+from .common import EXIT_FAILED, EXIT_USAGE, cli, queue_clients, quiet_logging, reports_errors, settings
 
 
 def _describe(status: BackfillStatus) -> str:
@@ -87,12 +84,10 @@ def backfill(task, profile, output, include, max_in_flight, output_format, jpeg_
 
     queued = is_s3_url(source) and not embedded
     if queued:
-        jobs = job_store(config)
-        batches = BatchStore(jobs)
-        submitter = Submitter(config, jobs, app)
-        runner = QueuedBackfill(plan, jobs, batches, BatchSubmitter(config, jobs, batches, submitter, app),
-                                storage, max_in_flight,
-                                sweeper=OrphanSweeper(config, jobs, submitter, name=f"backfill-{plan.backfill_id}"),
+        queue = queue_clients(config)
+        runner = QueuedBackfill(plan, queue.jobs, queue.batches, queue.batch_submitter, storage, max_in_flight,
+                                sweeper=OrphanSweeper(config, queue.jobs, queue.submitter,
+                                                      name=f"backfill-{plan.backfill_id}"),
                                 sweep_interval=config.orphan_sweep_interval)
     else:
         out_dir = Path(output) if not is_s3_url(output) else Path.cwd()

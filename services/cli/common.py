@@ -15,6 +15,7 @@ from ..config import Settings, get_settings
 from ..errors import ImgRestoreError
 from ..jobs import Job
 from ..logs import configure_logging, redact
+from ..queue import clients
 from ..queue.job_store import JobStore
 
 EXIT_FAILED = 1  # the work ran and something failed (a job, a file)
@@ -32,7 +33,15 @@ def settings() -> Settings:
 
 
 def job_store(config: Settings) -> JobStore:
-    return JobStore.from_url(config.redis_url, config.key_prefix, config.job_ttl_seconds)
+    return clients.job_store(config)
+
+
+def queue_clients(config: Settings) -> clients.QueueClients:
+    """The stores and submitters of a verb that queues, with the CLI's Celery app (made on first use: ``run`` and
+    embedded verbs never build one)."""
+    from ..queue.celery_app import app
+
+    return clients.QueueClients.from_settings(config, app=app, jobs=job_store(config))
 
 
 def print_job(job: Job) -> None:

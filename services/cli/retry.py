@@ -7,11 +7,8 @@ import click
 
 from ..errors import JobNotFoundError
 from ..jobs import JobState
-from ..queue.batch_store import BatchStore
-from ..queue.celery_app import app
 from ..queue.recovery import OrphanSweeper
-from ..queue.submission import Submitter
-from .common import EXIT_USAGE, cli, echo_json, fail, job_store, reports_errors, settings
+from .common import EXIT_USAGE, cli, echo_json, fail, queue_clients, reports_errors, settings
 
 
 @cli.command()
@@ -24,12 +21,12 @@ def retry(job_ids: tuple[str, ...], batch_id: str | None, dead_letters: bool) ->
     it is an orphan (no worker holds it and it has no message). Prints what was re-queued, what was not and why, and
     the ids whose records are gone (expired or unknown: skipped, and dropped from the dead letters)."""
     config = settings()
-    store = job_store(config)
-    submitter = Submitter(config, store, app)
+    queue = queue_clients(config)
+    store, submitter = queue.jobs, queue.submitter
     sweeper = OrphanSweeper(config, store, submitter, name="cli-retry")
     targets = list(job_ids)
     if batch_id:
-        targets += BatchStore(store).failed_ids(batch_id, limit=10**9)
+        targets += queue.batches.failed_ids(batch_id, limit=10**9)
     if dead_letters:
         targets += store.dead_letters(limit=10**9)
     if not targets:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import click
 
 from ..jobs import JobOptions, JobRequest, JobState, Profile, Task
-from ..queue.celery_app import app
-from ..queue.submission import Submitter
 from ..storage import resolve_local_url
-from .common import EXIT_FAILED, cli, job_store, print_job, reports_errors, settings
+from .common import EXIT_FAILED, cli, print_job, queue_clients, reports_errors, settings
 
 
 @cli.command()
@@ -27,7 +25,7 @@ def submit(task, profile, output_url, output_format, jpeg_quality, wait, timeout
     """Queue INPUT_URL (s3://bucket/key or a path the workers can read) for restoration. A relative path is taken
     from the current folder and sent as an absolute file:// URL."""
     config = settings()
-    submitter = Submitter(config, job_store(config), app)
+    submitter = queue_clients(config).submitter
     request = JobRequest(
         task=Task(task),
         profile=Profile(profile),

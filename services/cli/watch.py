@@ -19,7 +19,7 @@ from ..hot_folders import JobQueue, LocalFolder, S3Prefix, WatchPlan, WatchRecor
 from ..imaging.codecs import normalize_format
 from ..jobs import DEFAULT_INCLUDE, JobOptions, Profile, Task
 from ..storage import StorageRouter, is_s3_url, local_path
-from .common import EXIT_FAILED, EXIT_USAGE, cli, job_store, quiet_logging, reports_errors, settings
+from .common import EXIT_FAILED, EXIT_USAGE, cli, queue_clients, quiet_logging, reports_errors, settings
 
 
 def status_line(status: WatchStatus) -> str:
@@ -93,12 +93,9 @@ def watch(task, profile, output, include, output_format, jpeg_quality, queued, m
             source_ = LocalFolder(plan, watch_settings, exclude=[local_path(u) for u in (plan.output, *moves)
                                                                  if not is_s3_url(u)])
         if queued:
-            from ..queue.celery_app import app
-            from ..queue.submission import Submitter
-
-            store = job_store(config)
-            store.redis.ping()  # fail now, not at the first file
-            runner = {"queue": JobQueue(store, Submitter(config, store, app), max_in_flight)}
+            queue = queue_clients(config)
+            queue.jobs.redis.ping()  # fail now, not at the first file
+            runner = {"queue": JobQueue(queue.jobs, queue.submitter, max_in_flight)}
         else:
             from ..restorer import Restorer
 

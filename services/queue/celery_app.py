@@ -26,6 +26,17 @@ RESTORE_TASK = "imgrestore.restore"
 NOTIFY_TASK = "imgrestore.notify"  # delivers one webhook (services/webhooks.py)
 
 
+def task_queue_names(settings: Settings) -> list[str]:
+    """One queue per task, in ``Task`` order: where jobs wait, and what the queued-job caps count."""
+    return [settings.queue_for(task.value) for task in Task]
+
+
+def queue_names(settings: Settings) -> list[str]:
+    """Every queue the app declares and a worker may read: the task queues, then the control queue. The API's
+    metrics, the monitor and the orphan sweep read these same names."""
+    return task_queue_names(settings) + [settings.control_queue]
+
+
 def _queue(name: str) -> Queue:
     """A queue bound to its own direct exchange under its own name. A bare ``Queue(name)`` is bound to Celery's
     default exchange and key (the default queue's name), so the worker banner showed every queue as
@@ -66,7 +77,7 @@ def celery_config(settings: Settings) -> dict:
         },
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
         "redis_backend_health_check_interval": 30,
-        "task_queues": [_queue(settings.queue_for(task.value)) for task in Task] + [_queue(settings.control_queue)],
+        "task_queues": [_queue(name) for name in queue_names(settings)],
         "task_default_queue": settings.queue_for(Task.denoise.value),
         # Celery events, so Flower and `celery events` see workers and tasks.
         "worker_send_task_events": True,

@@ -44,9 +44,9 @@ from .. import metrics
 from ..config import Settings, get_settings
 from ..jobs import Task
 from .celery_app import RESTORE_TASK
+from .clients import QueueClients, job_store
 from .job_store import JobStore
 from .recovery import OrphanSweeper
-from .submission import Submitter
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ class LeaseRenewal(bootsteps.StartStopStep):
 
     def start(self, consumer) -> None:
         settings = get_settings()
-        store = JobStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_seconds)
+        store = job_store(settings)
         self.keeper_name = self.keeper_name or keeper_name(consumer.hostname)
         if self.keeper is not None:  # a restart without a connection loss: the new channel gets a new keeper
             self.keeper.stop()
@@ -363,4 +363,5 @@ class LeaseRenewal(bootsteps.StartStopStep):
 
 
 def _sweeper(settings: Settings, store: JobStore, consumer) -> OrphanSweeper:
-    return OrphanSweeper(settings, store, Submitter(settings, store, consumer.app), name=consumer.hostname)
+    submitter = QueueClients.from_settings(settings, app=consumer.app, jobs=store).submitter
+    return OrphanSweeper(settings, store, submitter, name=consumer.hostname)

@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from .. import metrics
 from ..config import Settings
-from ..jobs import Task
 from . import depth
+from .celery_app import queue_names
 from .job_store import JobStore
 from .submission import Submitter
 
@@ -40,7 +40,7 @@ class OrphanSweeper:
         self.submitter = submitter
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.clock = clock
-        self.queue_names = [settings.queue_for(t.value) for t in Task] + [settings.control_queue]
+        self.queue_names = queue_names(settings)
 
     def sweep(self, min_age: float | None = None) -> list[str]:
         """Re-queues every orphan unchanged for ``min_age`` seconds (default: the visibility timeout); returns

@@ -23,7 +23,7 @@ from ..jobs import (DEFAULT_INCLUDE, Job, JobOptions, JobRequest, JobState, Prof
                     in_restored_folder, output_under)
 from ..storage import StorageRouter, is_s3_url, local_path, matches_any, relative_below, split_s3_url
 from .batch_store import Batch, BatchStore
-from .celery_app import RESTORE_TASK, encode_message, send
+from .celery_app import RESTORE_TASK, encode_message, send, task_queue_names
 from .job_store import JobStore
 
 EXPAND_TASK = "imgrestore.expand_batch"
@@ -56,14 +56,14 @@ class Submitter:
         message = encode_message(self.app, RESTORE_TASK, [job.model_dump(mode="json", exclude_none=True)], queue,
                                  job.id)
         return self.store.create_queued(
-            job, queue, message, [self.settings.queue_for(t.value) for t in Task],
+            job, queue, message, task_queue_names(self.settings),
             queue_cap=self.settings.max_queued_jobs_per_queue if capped else 0,
             total_cap=self.settings.max_queued_jobs if capped else 0, overwrite=overwrite)
 
     def check_capacity(self, task: Task, count: int) -> None:
         """Raises ``QueueFullError`` unless ``count`` more jobs of ``task`` fit under the queued-job caps (a batch
         checks once for all its inputs, then queues them uncapped)."""
-        queues = [self.settings.queue_for(t.value) for t in Task]
+        queues = task_queue_names(self.settings)
         with self.store.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.llen(queue)
