@@ -34,11 +34,15 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .jobs import Job
 from .queue.batch_store import BatchStore
 from .queue.job_store import JobStore
+
+if TYPE_CHECKING:  # celery is imported where a webhook is queued, not by every user of the egress rules
+    from celery import Celery
 
 SIGNATURE_HEADER = "X-Imgrestore-Signature"
 TIMESTAMP_HEADER = "X-Imgrestore-Timestamp"
@@ -278,6 +282,12 @@ class Notification:
     url: str
     event: str  # "job.finished" or "batch.finished"
     payload: dict
+
+    def queue(self, app: Celery, queue: str) -> None:
+        """Hands the webhook to the notify task (delivered off the restore path, with its own retries)."""
+        from .queue.celery_app import NOTIFY_TASK, send
+
+        send(app, NOTIFY_TASK, [self.url, self.event, self.payload], queue)
 
 
 def finished_notifications(store: JobStore, batches: BatchStore, job: Job) -> list[Notification]:

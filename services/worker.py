@@ -78,7 +78,7 @@ def clients() -> QueueClients:
 def _send_notification(note: Notification) -> None:
     settings = get_settings()
     try:
-        patiently(lambda: send(app, NOTIFY_TASK, [note.url, note.event, note.payload], settings.control_queue),
+        patiently(lambda: note.queue(app, settings.control_queue),
                   runner().store.redis, settings.redis_outage_wait, "webhook task")
     except RedisUnavailable as exc:  # the job itself is final and recorded: only its webhook is lost
         log.error("webhook not queued: Redis unavailable", extra={"url": webhooks.redact_url(note.url),

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import Response as RawResponse
 
 from ...jobs import Job, JobRequest, JobState, derive_output_url
-from ...queue.celery_app import NOTIFY_TASK, send
 from ...webhooks import finished_notifications
 from ..access import can_see_job, hidden_job
 from ..auth import Principal, current_principal, require_allowed
@@ -134,7 +133,7 @@ def cancel_job(job_id: JobId, principal: Principal = Depends(current_principal),
 def _notify_finished(ctx: ApiContext, job: Job) -> None:
     """A cancelled job never reaches a worker's finish path, so its webhooks are queued from here (same task)."""
     for note in finished_notifications(ctx.jobs, ctx.batches, job):
-        send(ctx.celery, NOTIFY_TASK, [note.url, note.event, note.payload], ctx.settings.control_queue)
+        note.queue(ctx.celery, ctx.settings.control_queue)
 
 
 class Which(str, Enum):
