@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     )
     jpeg_quality: int = Field(95, ge=1, le=100)
     png_compress_level: int = Field(
-        1, ge=0, le=9, description="zlib level of PNG output: 1 encodes a 1 MP page ~3x faster than "
-        "6 for ~12 % larger files."
+        1, ge=0, le=9, description="zlib level of PNG output: 1 uses run-length matching for 8-bit gray and RGB "
+        "(faster than level 1's default matcher and as small as 6: bench/results/codecs.md); 2-9 the default "
+        "matcher at that level. Document pages are written unfiltered at every level."
     )
 
     # --- inference ---
