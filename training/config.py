@@ -5,11 +5,22 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
 MODEL_NAMES = ("doc-denoise", "photo-denoise", "colorize", "watermark")
+
+
+class Channels(NamedTuple):
+    inputs: int
+    outputs: int
+
+
+# Image channels in and out of each kind's network (1: gray, 3: RGB): the one table that the network builder, the
+# data tasks, the evaluation, the ONNX export and the manifest read.
+CHANNELS: dict[str, Channels] = {"doc-denoise": Channels(1, 1), "photo-denoise": Channels(3, 3),
+                                 "colorize": Channels(1, 3), "watermark": Channels(3, 3)}
 # The config (training/configs/NAME.json) each model's training legs (training/legs.py) continue with: the
 # architecture and data of the next promoted weights. Until a leg of it is promoted, the shipped ONNX comes from the
 # run named in export/__main__.py: SHIPPED_RUNS (training/README.md has the comparisons).
