@@ -12,8 +12,7 @@ and ``model.pt`` when the leg ends (what ``export`` and :mod:`training.promote` 
 ends a leg early, cleanly.
 
 Where the config's network differs from the promoted one (a new architecture's first leg), the matching
-parameters are copied — by name, with or without a wrapper's prefix; an input layer that gained channels
-gets the old weights for the old channels and zeros for the new ones — and the rest start fresh.
+parameters are copied by name and the rest start fresh (:mod:`training.warm_start`).
 """
 
 from __future__ import annotations
@@ -32,9 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .builders import build_net, build_task
 from .config import RUNS_DIR, TrainConfig, default_config_path, leg_config
-from .models import build_net, build_task
-from .train import VAL_STEPS, compute_loss, validation_psnr
+from .train import compute_loss
+from .validation import validation_batches, validation_psnr
+from .warm_start import load_promoted, onnx_weights
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "services" / "models"
 LEGS_LOG = Path(__file__).resolve().parent / "results" / "legs.jsonl"
@@ -52,41 +53,6 @@ class LegSettings:
     checkpoint_minutes: float = 3.0
     device: str = "cpu"  # "cuda" on a lent GPU machine (training/gpu.sh)
     batch_scale: int = 1  # batches of batch_scale × the config's batch size (a GPU wants more than a CPU)
-
-
-def onnx_weights(path: Path) -> dict[str, np.ndarray]:
-    import onnx
-    from onnx import numpy_helper
-
-    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
-
-
-def load_promoted(model: nn.Module, weights: dict[str, np.ndarray]) -> dict[str, list[str]]:
-    """Copies ``weights`` into ``model`` (see the module docstring); returns what was copied, adapted, left new."""
-    report: dict[str, list[str]] = {"copied": [], "adapted": [], "new": []}
-    state = model.state_dict()
-    for key, target in state.items():
-        source = weights.get(key)
-        if source is None and "." in key:
-            source = weights.get(key.split(".", 1)[1])  # "net.head.0.weight" in a wrapper of the shipped U-Net
-        if source is None:
-            report["new"].append(key)
-            continue
-        src = torch.from_numpy(np.array(source)).to(target.dtype)
-        if src.shape == target.shape:
-            target.copy_(src)
-            report["copied"].append(key)
-        elif src.ndim == 4 and src.shape[0] == target.shape[0] and src.shape[1] < target.shape[1] \
-                and src.shape[2:] == target.shape[2:]:
-            target.zero_()
-            target[:, : src.shape[1]] = src
-            report["adapted"].append(key)
-        else:
-            report["new"].append(key)
-    model.load_state_dict(state)
-    if not report["copied"]:
-        raise ValueError("none of the promoted weights fit this network: is it the same model?")
-    return report
 
 
 def leg_lr(elapsed: float, budget: float, step: int, peak: float, min_lr: float, warmup: int) -> float:
@@ -166,7 +132,7 @@ def run_leg(model_name: str, settings: LegSettings, run_dir: Path | None = None,
     data = {**cfg.data, "batch_size": int(cfg.data.get("batch_size", 12)) * settings.batch_scale}
     cfg_leg = TrainConfig.from_dict({**cfg.to_dict(), "seed": seed, "data": data})
     task = build_task(cfg_leg, photos=photos)
-    val = [tuple(t.to(device) for t in task.batch(s)) for s in VAL_STEPS]
+    val = validation_batches(task, device)
     use_bf16 = settings.bf16 and (device.type == "cuda" or bf16_supported())
     model = model.to(device, memory_format=torch.channels_last)
     opt.load_state_dict(opt.state_dict())  # moves the optimizer state to the model's device

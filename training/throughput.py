@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from .builders import build_net, build_task
 from .config import MODEL_NAMES, TrainConfig, default_config_path, leg_config
 from .legs import _Batches, bf16_supported
-from .models import build_net, build_task
 from .quality.common import RESULTS
 from .train import compute_loss
 

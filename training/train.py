@@ -21,16 +21,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .builders import build_net, build_task
 from .config import RUNS_DIR, TrainConfig
-from .models import build_net, build_task
 from .nets.ab_bins import soft_encode
 from .nets.color import rgb_to_lab
 from .nets.colorizer import AB_SCALE, Colorizer, calibrate_chroma_gain
 from .nets.noise_aware import NoiseAwareDenoiser
 from .nets.unet import MAX_OPACITY
+from .validation import validation_batches, validation_psnr
+from .warm_start import load_promoted
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-VAL_STEPS = tuple(10**9 + k for k in range(4))  # batches the training stream never reaches
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -129,17 +130,6 @@ def noise_aware_loss(model: nn.Module, x: Tensor, y: Tensor, sigma_weight: float
     return restore + sigma_weight * sigma
 
 
-@torch.no_grad()
-def validation_psnr(model: nn.Module, batches: list[tuple[Tensor, Tensor]]) -> float:
-    model.eval()
-    mse = []
-    for x, y in batches:
-        out = model(x).clamp(0, 1)
-        mse.append(F.mse_loss(out, y[:, : out.shape[1]]).item())  # targets may carry extra channels
-    model.train()
-    return float(10 * math.log10(1.0 / max(1e-12, sum(mse) / len(mse))))
-
-
 def _resume_key(config: dict[str, Any]) -> dict[str, Any]:
     # Thread count changes speed, not the run: a checkpoint may be resumed with another.
     return {k: v for k, v in config.items() if k != "threads"}
@@ -212,14 +202,12 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, command: str | None = N
         try:
             model.load_state_dict(state)
         except RuntimeError:  # a new head on the parent's body (colorize-v3 on colorize-v2): copy what fits
-            from .legs import load_promoted
-
             report = load_promoted(model, {k: v.numpy() for k, v in state.items()})
             print(f"{cfg.name}: {len(report['copied'])} tensors copied, new: {', '.join(report['new'])}", flush=True)
         print(f"{cfg.name}: weights initialised from {init}", flush=True)
 
     task = build_task(cfg, photos=photos)
-    val = [task.batch(s) for s in VAL_STEPS]
+    val = validation_batches(task)
 
     def checkpoint() -> None:
         _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,

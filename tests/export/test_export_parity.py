@@ -15,8 +15,8 @@ from export.onnx_export import describe_io
 from export.parity import ParityError, check_parity, random_inputs, session
 from export.pipeline import export_model
 from services.registry import Manifest
+from training.builders import build_net
 from training.config import CHANNELS, CONFIG_DIR, MODEL_NAMES, TrainConfig
-from training.models import build_net
 
 
 def _blob(cfg: TrainConfig) -> dict:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from training.builders import build_net
 from training.config import CONFIG_DIR, LEG_CONFIGS, TrainConfig
 from training.data.degrade import DirtOptions, corrupt_page, light_dirt, specks
 from training.data.fonts import eval_typewriter_fonts, training_fonts
@@ -16,7 +17,6 @@ from training.data.pages import binarize, ink_bleed, render_heavy_page, render_p
     render_typewriter_page, SCAN_KINDS
 from training.data.tasks import DocDenoiseTask, _rng
 from training.evalsets import CLEAN_IN_QUICK, clean_in_pages
-from training.models import build_net
 from training.quality.doc import MAX_INK_SHIFT, evaluate_clean_in, ink_lightened_pct, ink_mean_shift, \
     text_change_pct
 from training.train import compute_loss, ink_charbonnier
@@ -158,7 +158,7 @@ def test_ink_loss_charges_lightening_ink_more():
 
 
 def test_v3_is_the_shipped_doc_config_and_warm_starts_from_the_shipped_onnx():
-    from training.legs import load_promoted, onnx_weights
+    from training.warm_start import load_promoted, onnx_weights
 
     assert LEG_CONFIGS["doc-denoise"] == "doc-denoise-v3"
     cfg = TrainConfig.load(CONFIG_DIR / "doc-denoise-v3.json")
