@@ -36,12 +36,13 @@ class OptimConfig:
     steps: int = 4000
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    # "charbonnier" | "l1" | "mse" on the output; "lab_ab_l1" (colorizer, Lab space) on the predicted ab;
-    # "ink_charbonnier" (documents): Charbonnier + alpha_weight × a term over the ink pixels (train.ink_charbonnier);
-    # "lab_ab_class" (colorizer with net.class_head): rebalanced cross-entropy over quantised ab (train.ab_class_loss).
+    # The name of the training objective in objectives.OBJECTIVES (the registry says what each one is):
+    # "charbonnier" | "l1" | "mse" | "ink_charbonnier" | "unblend_aux" | "noise_aware" | "lab_ab_l1" | "lab_ab_mse" |
+    # "lab_ab_class".
     loss: str = "charbonnier"
-    # "unblend_aux" only: weight of the squared error on pixels without watermark (true opacity 0) relative
-    # to marked ones, and weight of the opacity BCE term.
+    # Weights of the objectives' secondary terms: clean_weight ("unblend_aux") weighs the squared error on pixels
+    # without watermark (true opacity 0) relative to marked ones; alpha_weight is the weight of the second term
+    # (opacity BCE, ink term, noise-level error).
     clean_weight: float = 1.0
     alpha_weight: float = 0.1
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from .builders import build_net, build_task
 from .config import RUNS_DIR, TrainConfig, default_config_path, leg_config
-from .train import compute_loss
+from .objectives import objective_for
 from .validation import validation_batches, validation_psnr
 from .warm_start import load_promoted, onnx_weights
 
@@ -137,6 +137,7 @@ def run_leg(model_name: str, settings: LegSettings, run_dir: Path | None = None,
     model = model.to(device, memory_format=torch.channels_last)
     opt.load_state_dict(opt.state_dict())  # moves the optimizer state to the model's device
     peak = settings.lr or cfg.optim.lr
+    objective = objective_for(cfg.optim)
 
     def checkpoint() -> None:
         tmp = ckpt_path.with_suffix(".tmp")
@@ -165,7 +166,7 @@ def run_leg(model_name: str, settings: LegSettings, run_dir: Path | None = None,
             group["lr"] = lr
         ctx = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
         with ctx:
-            loss = compute_loss(model, x, y, cfg.optim.loss, cfg.optim.clean_weight, cfg.optim.alpha_weight)
+            loss, _ = objective(model, clean=y, inputs=x)
         opt.zero_grad(set_to_none=True)
         loss.float().backward()
         if cfg.optim.grad_clip:

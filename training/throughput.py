@@ -22,8 +22,8 @@ import torch
 from .builders import build_net, build_task
 from .config import MODEL_NAMES, TrainConfig, default_config_path, leg_config
 from .legs import _Batches, bf16_supported
+from .objectives import objective_for
 from .quality.common import RESULTS
-from .train import compute_loss
 
 
 def measure(name: str, bf16: bool, threads: int, workers: int, seconds: float, warmup: int = 3) -> dict:
@@ -37,13 +37,14 @@ def measure(name: str, bf16: bool, threads: int, workers: int, seconds: float, w
     task = build_task(cfg)
     loader = torch.utils.data.DataLoader(_Batches(task, 0, workers), batch_size=None, num_workers=workers,
                                          prefetch_factor=4 if workers else None)
+    objective = objective_for(cfg.optim)
     steps, pixels, losses, started = 0, 0, [], None
     for x, y in loader:
         if bf16:
             x = x.contiguous(memory_format=torch.channels_last)
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with ctx:
-            loss = compute_loss(model, x, y, cfg.optim.loss, cfg.optim.clean_weight, cfg.optim.alpha_weight)
+            loss, _ = objective(model, clean=y, inputs=x)
         opt.zero_grad(set_to_none=True)
         loss.float().backward()
         opt.step()

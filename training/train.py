@@ -17,17 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
 from .builders import build_net, build_task
 from .config import RUNS_DIR, TrainConfig
-from .nets.ab_bins import soft_encode
-from .nets.color import rgb_to_lab
-from .nets.colorizer import AB_SCALE, Colorizer, calibrate_chroma_gain
-from .nets.noise_aware import NoiseAwareDenoiser
-from .nets.unet import MAX_OPACITY
+from .nets.colorizer import Colorizer, calibrate_chroma_gain
+from .objectives import objective_for
 from .validation import validation_batches, validation_psnr
 from .warm_start import load_promoted
 
@@ -41,93 +37,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return o.lr * (step + 1) / o.warmup_steps
     t = (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps)
     return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
-
-
-def compute_loss(model: nn.Module, x: Tensor, y: Tensor, kind: str, clean_weight: float = 1.0,
-                 alpha_weight: float = 0.1) -> Tensor:
-    if kind in ("lab_ab_l1", "lab_ab_mse"):
-        assert isinstance(model, Colorizer) and model.space == "lab"
-        _, ab, _ = model.predict_ab(x)
-        target = rgb_to_lab(y[:, :3])[:, 1:]  # targets may carry a class-weight channel
-        # L1 -> conditional median (more saturated); MSE -> conditional mean (safer colours, higher PSNR).
-        loss = F.l1_loss if kind == "lab_ab_l1" else F.mse_loss
-        return loss(ab / AB_SCALE, target / AB_SCALE)
-    if kind == "lab_ab_class":
-        return ab_class_loss(model, x, y)
-    if kind == "unblend_aux":
-        # Restoration MSE plus direct supervision of the opacity, as BCE on the logit: without it the head
-        # settles in "no watermark anywhere", and through a saturated sigmoid an MSE on the opacity has no
-        # gradient left (both seen: an exact identity after 500-750 steps).
-        out, logit = model.predict_opacity(x)
-        target = (y[:, 3:4] / MAX_OPACITY).clamp(0.0, 1.0)
-        bce = F.binary_cross_entropy_with_logits(logit, target)
-        # Unmarked pixels weigh clean_weight (1: plain MSE): damage to clean areas (false detections) costs more
-        # than a watermark left in place, as on real photos where the mark covers a few percent of the pixels.
-        w = torch.where(y[:, 3:4] > 0, torch.ones_like(target), torch.full_like(target, clean_weight))
-        return (w * (out - y[:, :3]) ** 2).mean() + alpha_weight * bce
-    if kind == "noise_aware":
-        return noise_aware_loss(model, x, y, sigma_weight=alpha_weight)
-    out = model(x)
-    if kind == "charbonnier":
-        return torch.sqrt((out - y) ** 2 + 1e-6).mean()
-    if kind == "ink_charbonnier":
-        return ink_charbonnier(out, y, ink_weight=alpha_weight)
-    if kind == "l1":
-        return F.l1_loss(out, y)
-    if kind == "mse":
-        return F.mse_loss(out, y)
-    raise ValueError(f"unknown loss {kind!r}")
-
-
-def ink_charbonnier(out: Tensor, y: Tensor, ink_weight: float = 0.5) -> Tensor:
-    """Charbonnier over the page + ``ink_weight`` × a term over the target's ink only (y < 0.5, 8-bit < 128).
-
-    Ink is 5–20 % of a page's pixels, so in a plain mean grey stroke centres cost little (the shipped
-    doc-denoise lightens heavy strokes by up to 45 grey levels); averaged over the ink pixels alone the strokes
-    weigh as much as the whole page, and the one-sided term makes lightening ink cost twice as much as
-    darkening it.
-    """
-    err = torch.sqrt((out - y) ** 2 + 1e-6)
-    ink = (y < 0.5).to(err.dtype)
-    ink_term = (ink * (err + F.relu(out - y))).sum() / ink.sum().clamp(min=1.0)
-    return err.mean() + ink_weight * ink_term
-
-
-def ab_class_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Zhang et al. 2016: cross-entropy of the class head's logits against the soft-encoded true ab (its 5 nearest
-    bin centres, Gaussian σ = 5), each pixel weighted by the rarity of its colour (the 4th target channel that
-    ``ColorizeTask(rebalance=λ)`` adds; unweighted without it). At the head's resolution: the true ab and the
-    weights are average-pooled to it. Unlike an L1/L2 regression on ab, uncertain pixels keep a multimodal
-    distribution instead of collapsing to the mean of their colours (sepia)."""
-    assert isinstance(model, Colorizer) and model.class_head is not None
-    logits, _ = model.predict_logits(x)
-    f = y.shape[-1] // logits.shape[-1]
-    with torch.autocast(y.device.type, enabled=False):  # targets in fp32 under the legs' bf16 autocast
-        ab = F.avg_pool2d(rgb_to_lab(y[:, :3].float())[:, 1:], f)
-        idx, weight = soft_encode(ab, model.centres())
-        ce = -(weight * F.log_softmax(logits.float(), 1).gather(1, idx)).sum(1, keepdim=True)
-        if y.shape[1] > 3:
-            ce = ce * F.avg_pool2d(y[:, 3:4].float(), f)
-    return ce.mean()
-
-
-def noise_aware_loss(model: nn.Module, x: Tensor, y: Tensor, sigma_weight: float = 0.5) -> Tensor:
-    """Mean per-patch PSNR (negated) of the restoration + an asymmetric error of the estimated noise level.
-
-    Per-patch log-MSE rather than one MSE over the batch: a batch MSE is dominated by the noisiest
-    patches, so low-noise and clean patches (most real photos) barely count and come out over-smoothed;
-    the eval's figure is PSNR per σ. The 1e-5 floor caps a patch's weight at 50 dB.
-    Under-estimating σ costs twice over-estimating it: a non-blind denoiser given too low a level leaves
-    noise in, given too high a level it only smooths a little more (CBDNet's asymmetric loss).
-    """
-    assert isinstance(model, NoiseAwareDenoiser)
-    out, est = model.predict_with_sigma(x)
-    clean, level = y[:, :3], y[:, 3:4]
-    mse = ((out.float() - clean) ** 2).mean((1, 2, 3))
-    restore = 10.0 * torch.log10(mse + 1e-5).mean()
-    err = (est.float() - F.avg_pool2d(level, 2)) * (255.0 / 10.0)  # in units of 10 grey levels
-    sigma = torch.where(err < 0, -2.0 * err, err).mean()
-    return restore + sigma_weight * sigma
 
 
 def _resume_key(config: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +117,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, command: str | None = N
 
     task = build_task(cfg, photos=photos)
     val = validation_batches(task)
+    objective = objective_for(cfg.optim)
 
     def checkpoint() -> None:
         _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
@@ -222,7 +132,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, command: str | None = N
         x, y = task.batch(step)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = compute_loss(model, x, y, cfg.optim.loss, cfg.optim.clean_weight, cfg.optim.alpha_weight)
+        loss, _ = objective(model, clean=y, inputs=x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip:

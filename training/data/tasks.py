@@ -267,7 +267,7 @@ class ColorizeTask:
     crop: int = 128
     batch_size: int = 16
     texture_weighting: bool = False
-    # rebalance = λ > 0 (class-head colorizers; train.ab_class_loss): a 4th target channel carries each pixel's
+    # rebalance = λ > 0 (class-head colorizers; objectives.AbClassCrossEntropy): a 4th target channel carries each pixel's
     # class-rebalancing weight (nets/ab_bins.rebalance_weights; the prior p̃ is measured on these photos).
     rebalance: float = 0.0
     bin_size: float = 10.0
