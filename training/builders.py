@@ -1,7 +1,9 @@
-"""Builds the network and the batch source for a :class:`TrainConfig` (the one place that maps kinds to code)."""
+"""Builds the network, the batch source and the optimiser for a :class:`TrainConfig` (the one place that maps
+kinds to code)."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .config import CHANNELS, TrainConfig
@@ -10,6 +12,7 @@ from .data.tasks import ColorizeTask, DocDenoiseTask, PhotoDenoiseTask, Watermar
 from .nets.colorizer import Colorizer
 from .nets.noise_aware import NoiseAwareDenoiser
 from .nets.unet import UNet, UNetConfig
+
 
 def build_net(cfg: TrainConfig) -> nn.Module:
     net = dict(cfg.net)
@@ -46,3 +49,8 @@ def build_task(cfg: TrainConfig, photos: list | None = None):  # -> one of the t
     if cfg.kind == "colorize":
         return ColorizeTask(photos, seed=cfg.seed, **data)
     raise ValueError(f"unknown model kind {cfg.kind!r}")
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW at the config's peak LR (the loops set each step's LR themselves)."""
+    return torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)

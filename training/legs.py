@@ -17,7 +17,6 @@ parameters are copied by name and the rest start fresh (:mod:`training.warm_star
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -29,11 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from .builders import build_net, build_task
+from .builders import build_net, build_optimizer, build_task
 from .config import RUNS_DIR, TrainConfig, default_config_path, leg_config
 from .objectives import objective_for
+from .step import optimizer_step
 from .validation import validation_batches, validation_psnr
 from .warm_start import load_promoted, onnx_weights
 
@@ -108,7 +107,7 @@ def run_leg(model_name: str, settings: LegSettings, run_dir: Path | None = None,
     ckpt_path = run_dir / "leg.ckpt"
     device = torch.device(settings.device)
     model = build_net(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    opt = build_optimizer(model, cfg)
     history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_psnr": []}
     step, elapsed, budget = 0, 0.0, settings.minutes * 60.0
     init: dict[str, Any] = {}
@@ -162,16 +161,8 @@ def run_leg(model_name: str, settings: LegSettings, run_dir: Path | None = None,
         y = y.to(device, non_blocking=True)
         pixels_per_step = x.shape[0] * x.shape[2] * x.shape[3]
         lr = leg_lr(elapsed, budget, step, peak, cfg.optim.min_lr, settings.warmup_steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-        with ctx:
-            loss, _ = objective(model, clean=y, inputs=x)
-        opt.zero_grad(set_to_none=True)
-        loss.float().backward()
-        if cfg.optim.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else None
+        loss = optimizer_step(model, opt, objective, x, y, lr, cfg.optim.grad_clip, autocast)
         step += 1
         elapsed = time.perf_counter() - started
         history["step"].append(step)

@@ -10,7 +10,6 @@ Writes ``training/results/throughput.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -24,6 +23,7 @@ from .config import MODEL_NAMES, TrainConfig, default_config_path, leg_config
 from .legs import _Batches, bf16_supported
 from .objectives import objective_for
 from .quality.common import RESULTS
+from .step import optimizer_step
 
 
 def measure(name: str, bf16: bool, threads: int, workers: int, seconds: float, warmup: int = 3) -> dict:
@@ -42,12 +42,8 @@ def measure(name: str, bf16: bool, threads: int, workers: int, seconds: float, w
     for x, y in loader:
         if bf16:
             x = x.contiguous(memory_format=torch.channels_last)
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with ctx:
-            loss, _ = objective(model, clean=y, inputs=x)
-        opt.zero_grad(set_to_none=True)
-        loss.float().backward()
-        opt.step()
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else None
+        loss = optimizer_step(model, opt, objective, x, y, lr=1e-5, grad_clip=0.0, autocast=autocast)
         steps += 1
         if steps == warmup:
             started, pixels = time.perf_counter(), 0

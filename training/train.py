@@ -13,17 +13,19 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from .builders import build_net, build_task
+from .builders import build_net, build_optimizer, build_task
 from .config import RUNS_DIR, TrainConfig
 from .nets.colorizer import Colorizer, calibrate_chroma_gain
 from .objectives import objective_for
+from .step import optimizer_step
 from .validation import validation_batches, validation_psnr
 from .warm_start import load_promoted
 
@@ -37,6 +39,146 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return o.lr * (step + 1) / o.warmup_steps
     t = (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps)
     return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def train(cfg: TrainConfig, run_dir: Path | None = None, command: str | None = None,
+          max_steps: int | None = None, progress: bool = True, photos: list | None = None,
+          threads: int | None = None) -> Path:
+    """Trains (or resumes) ``cfg``; returns the path of the final ``model.pt``."""
+    run_dir = Path(run_dir or RUNS_DIR / cfg.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads or cfg.threads)
+    torch.set_flush_denormal(True)  # denormal activations late in training slow CPU convs many-fold
+    torch.manual_seed(cfg.seed)
+    command = command or " ".join(["python", "-m", "training", *sys.argv[1:]])
+    total_steps = cfg.optim.steps if max_steps is None else min(max_steps, cfg.optim.steps)
+
+    run = Run.start(cfg, run_dir)
+    task = build_task(cfg, photos=photos)
+    val = validation_batches(task)
+    objective = objective_for(cfg.optim)
+
+    run.model.train()
+    bar = tqdm(total=total_steps, initial=run.step, desc=cfg.name, disable=not progress, mininterval=5,
+               file=sys.stdout)
+    started = time.perf_counter() - run.elapsed
+    while run.step < total_steps:
+        x, y = task.batch(run.step)
+        lr = lr_at(run.step, cfg)
+        loss = optimizer_step(run.model, run.optimizer, objective, x, y, lr, cfg.optim.grad_clip)
+        run.record_step(loss, elapsed=time.perf_counter() - started)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}", refresh=False)
+        if _due(run.step, cfg.validate_every, total_steps):
+            psnr = run.validate(val)
+            bar.write(f"step {run.step}: loss {loss.item():.4f}, val PSNR {psnr:.2f} dB, {run.elapsed / 60:.1f} min")
+        if _due(run.step, cfg.checkpoint_every, total_steps):
+            run.save_checkpoint()
+    bar.close()
+    if not (run_dir / "loss.png").is_file():  # a 0-step run (graph-only change of an init_from model)
+        run.save_checkpoint()
+    return run.finish(val, command)
+
+
+def _due(step: int, every: int, total_steps: int) -> bool:
+    return step % every == 0 or step == total_steps
+
+
+def _new_history() -> dict[str, list]:
+    return {"step": [], "loss": [], "val_step": [], "val_psnr": []}
+
+
+@dataclass
+class Run:
+    """One run in its directory: the network and optimiser, the step reached, the wall time spent and the curves.
+
+    ``last.ckpt`` holds exactly this (model, optimizer, step, elapsed, history, config); a run started again
+    continues from it, and only with the config that made it.
+    """
+
+    cfg: TrainConfig
+    dir: Path
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    elapsed: float = 0.0
+    history: dict[str, list] = field(default_factory=_new_history)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.dir / "last.ckpt"
+
+    @classmethod
+    def start(cls, cfg: TrainConfig, run_dir: Path) -> "Run":
+        """Resumed from ``last.ckpt`` if there is one; otherwise fresh, from the parent run's weights if
+        ``cfg.init_from`` names one."""
+        model = build_net(cfg)
+        run = cls(cfg, run_dir, model, build_optimizer(model, cfg))
+        if run.checkpoint_path.is_file():
+            run._resume()
+        elif cfg.init_from:
+            run._init_from_parent()
+        return run
+
+    def _resume(self) -> None:
+        ckpt = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        # Through TrainConfig, so fields added later (at their defaults) do not block resuming older runs.
+        if _resume_key(TrainConfig.from_dict(ckpt["config"]).to_dict()) != _resume_key(self.cfg.to_dict()):
+            raise SystemExit(f"{self.checkpoint_path} was made with another config; delete {self.dir} to start over")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.step, self.elapsed, self.history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
+        print(f"resuming {self.cfg.name} from step {self.step} ({self.elapsed / 60:.1f} min done)", flush=True)
+
+    def _init_from_parent(self) -> None:
+        cfg = self.cfg
+        init = self.dir.parent / cfg.init_from / "model.pt"  # the parent run sits beside this one
+        if not init.is_file():
+            raise SystemExit(f"{cfg.name} starts from {init}: train {cfg.init_from} first")
+        state = torch.load(init, map_location="cpu", weights_only=False)["state_dict"]
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError:  # a new head on the parent's body (colorize-v3 on colorize-v2): copy what fits
+            report = load_promoted(self.model, {k: v.numpy() for k, v in state.items()})
+            print(f"{cfg.name}: {len(report['copied'])} tensors copied, new: {', '.join(report['new'])}", flush=True)
+        print(f"{cfg.name}: weights initialised from {init}", flush=True)
+
+    def record_step(self, loss: Tensor, elapsed: float) -> None:
+        self.step += 1
+        self.elapsed = elapsed
+        self.history["step"].append(self.step)
+        self.history["loss"].append(float(loss.item()))
+
+    def validate(self, batches: list[tuple[Tensor, Tensor]]) -> float:
+        psnr = validation_psnr(self.model, batches)
+        self.history["val_step"].append(self.step)
+        self.history["val_psnr"].append(psnr)
+        return psnr
+
+    def save_checkpoint(self) -> None:
+        """``last.ckpt``, ``history.json`` and the loss curve ``loss.png``."""
+        _save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                      "elapsed": self.elapsed, "history": self.history, "config": self.cfg.to_dict()},
+                     self.checkpoint_path)
+        (self.dir / "history.json").write_text(json.dumps(self.history))
+        plot_history(self.history, self.dir / "loss.png", f"{self.cfg.name} ({self.cfg.optim.loss})")
+
+    def finish(self, val: list[tuple[Tensor, Tensor]], command: str) -> Path:
+        """Calibrates what is calibrated after training, writes ``model.pt`` (what ``export`` reads) and, for a
+        run under training/runs, copies its loss curve to training/results."""
+        model, cfg = self.model, self.cfg
+        if isinstance(model, Colorizer) and model.space == "lab" and cfg.net.get("chroma_gain") == "auto":
+            model.eval()
+            gain = calibrate_chroma_gain(model, val)
+            tqdm.write(f"chroma gain calibrated on validation patches: {gain:.3f}", file=sys.stdout)
+        final = self.dir / "model.pt"
+        _save_atomic({"config": cfg.to_dict(), "state_dict": model.state_dict(), "steps": self.step,
+                      "wall_seconds": round(self.elapsed, 1), "command": command,
+                      "val_psnr": self.history["val_psnr"][-1] if self.history["val_psnr"] else None}, final)
+        RESULTS_DIR.mkdir(exist_ok=True)
+        if self.dir.resolve().parent == RUNS_DIR.resolve():  # only real runs update the committed curves
+            shutil.copyfile(self.dir / "loss.png", RESULTS_DIR / f"{cfg.name}-loss.png")
+        return final
 
 
 def _resume_key(config: dict[str, Any]) -> dict[str, Any]:
@@ -75,98 +217,6 @@ def plot_history(history: dict[str, list], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def train(cfg: TrainConfig, run_dir: Path | None = None, command: str | None = None,
-          max_steps: int | None = None, progress: bool = True, photos: list | None = None,
-          threads: int | None = None) -> Path:
-    """Trains (or resumes) ``cfg``; returns the path of the final ``model.pt``."""
-    run_dir = Path(run_dir or RUNS_DIR / cfg.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(threads or cfg.threads)
-    torch.set_flush_denormal(True)  # denormal activations late in training slow CPU convs many-fold
-    torch.manual_seed(cfg.seed)
-    command = command or " ".join(["python", "-m", "training", *sys.argv[1:]])
-    total_steps = cfg.optim.steps if max_steps is None else min(max_steps, cfg.optim.steps)
-
-    model = build_net(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_psnr": []}
-    step, elapsed = 0, 0.0
-    ckpt_path = run_dir / "last.ckpt"
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        # Through TrainConfig, so fields added later (at their defaults) do not block resuming older runs.
-        if _resume_key(TrainConfig.from_dict(ckpt["config"]).to_dict()) != _resume_key(cfg.to_dict()):
-            raise SystemExit(f"{ckpt_path} was made with another config; delete {run_dir} to start over")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
-        print(f"resuming {cfg.name} from step {step} ({elapsed / 60:.1f} min done)", flush=True)
-    elif cfg.init_from:
-        init = run_dir.parent / cfg.init_from / "model.pt"  # the parent run sits beside this one
-        if not init.is_file():
-            raise SystemExit(f"{cfg.name} starts from {init}: train {cfg.init_from} first")
-        state = torch.load(init, map_location="cpu", weights_only=False)["state_dict"]
-        try:
-            model.load_state_dict(state)
-        except RuntimeError:  # a new head on the parent's body (colorize-v3 on colorize-v2): copy what fits
-            report = load_promoted(model, {k: v.numpy() for k, v in state.items()})
-            print(f"{cfg.name}: {len(report['copied'])} tensors copied, new: {', '.join(report['new'])}", flush=True)
-        print(f"{cfg.name}: weights initialised from {init}", flush=True)
-
-    task = build_task(cfg, photos=photos)
-    val = validation_batches(task)
-    objective = objective_for(cfg.optim)
-
-    def checkpoint() -> None:
-        _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                      "elapsed": elapsed, "history": history, "config": cfg.to_dict()}, ckpt_path)
-        (run_dir / "history.json").write_text(json.dumps(history))
-        plot_history(history, run_dir / "loss.png", f"{cfg.name} ({cfg.optim.loss})")
-
-    model.train()
-    bar = tqdm(total=total_steps, initial=step, desc=cfg.name, disable=not progress, mininterval=5, file=sys.stdout)
-    started = time.perf_counter() - elapsed
-    while step < total_steps:
-        x, y = task.batch(step)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        loss, _ = objective(model, clean=y, inputs=x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
-        step += 1
-        history["step"].append(step)
-        history["loss"].append(float(loss.item()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step - 1, cfg):.1e}", refresh=False)
-        elapsed = time.perf_counter() - started
-        if step % cfg.validate_every == 0 or step == total_steps:
-            history["val_step"].append(step)
-            history["val_psnr"].append(validation_psnr(model, val))
-            bar.write(f"step {step}: loss {loss.item():.4f}, val PSNR {history['val_psnr'][-1]:.2f} dB, "
-                      f"{elapsed / 60:.1f} min")
-        if step % cfg.checkpoint_every == 0 or step == total_steps:
-            checkpoint()
-    bar.close()
-    if not (run_dir / "loss.png").is_file():  # a 0-step run (graph-only change of an init_from model)
-        checkpoint()
-
-    if isinstance(model, Colorizer) and model.space == "lab" and cfg.net.get("chroma_gain") == "auto":
-        model.eval()
-        gain = calibrate_chroma_gain(model, val)
-        bar.write(f"chroma gain calibrated on validation patches: {gain:.3f}")
-    final = run_dir / "model.pt"
-    _save_atomic({"config": cfg.to_dict(), "state_dict": model.state_dict(), "steps": step,
-                  "wall_seconds": round(elapsed, 1), "command": command,
-                  "val_psnr": history["val_psnr"][-1] if history["val_psnr"] else None}, final)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    if run_dir.resolve().parent == RUNS_DIR.resolve():  # only real runs update the committed curves
-        shutil.copyfile(run_dir / "loss.png", RESULTS_DIR / f"{cfg.name}-loss.png")
-    return final
 
 
 def load_trained(path: Path) -> tuple[nn.Module, dict[str, Any]]:
