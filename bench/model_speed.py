@@ -36,7 +36,7 @@ def load_torch(spec, onnx_path: Path) -> torch.nn.Module:
     from onnx import numpy_helper
 
     from training.config import TrainConfig
-    from training.models import build_net
+    from training.builders import build_net
 
     net = build_net(TrainConfig.load(REPO / spec.training["config"]))
     weights = {init.name: torch.from_numpy(numpy_helper.to_array(init).copy())

@@ -8,14 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# name -> (task, profile, input colour space, output colour space)
-MODEL_CONTRACT: dict[str, tuple[str, str | None, str, str]] = {
-    "doc-denoise": ("denoise", "document", "gray", "gray"),
-    "photo-denoise": ("denoise", "photo", "rgb", "rgb"),
-    "colorize": ("colorize", None, "gray", "rgb"),
-    "watermark": ("watermark", None, "rgb", "rgb"),
+from training.config import CHANNELS
+
+# name -> (task, profile); the input and output colour spaces follow from training.config.CHANNELS.
+MODEL_CONTRACT: dict[str, tuple[str, str | None]] = {
+    "doc-denoise": ("denoise", "document"),
+    "photo-denoise": ("denoise", "photo"),
+    "colorize": ("colorize", None),
+    "watermark": ("watermark", None),
 }
-CHANNELS = {"gray": 1, "rgb": 3}
+COLOR_SPACES = {1: "gray", 3: "rgb"}
 SCHEMA_VERSION = 1
 
 
@@ -23,8 +25,9 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def tensor_spec(name: str, space: str) -> dict[str, Any]:
-    return {"name": name, "channels": CHANNELS[space], "color_space": space, "value_range": [0, 1], "layout": "NCHW"}
+def tensor_spec(name: str, channels: int) -> dict[str, Any]:
+    return {"name": name, "channels": channels, "color_space": COLOR_SPACES[channels], "value_range": [0, 1],
+            "layout": "NCHW"}
 
 
 @dataclass
@@ -41,7 +44,8 @@ class EntryInfo:
 
 
 def make_entry(info: EntryInfo) -> dict[str, Any]:
-    task, profile, cin, cout = MODEL_CONTRACT[info.name]
+    task, profile = MODEL_CONTRACT[info.name]
+    channels = CHANNELS[info.name]
     return {
         "name": info.name,
         "version": info.version,
@@ -49,8 +53,8 @@ def make_entry(info: EntryInfo) -> dict[str, Any]:
         "profile": profile,
         "file": info.file.name,
         "sha256": sha256_file(info.file),
-        "input": tensor_spec("input", cin),
-        "output": tensor_spec("output", cout),
+        "input": tensor_spec("input", channels.inputs),
+        "output": tensor_spec("output", channels.outputs),
         "tiling": info.tiling,
         "architecture": info.architecture,
         "parameters": info.parameters,

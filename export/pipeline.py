@@ -8,15 +8,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from training.config import TrainConfig
+from training.config import CHANNELS, TrainConfig
 from training.nets.unet import conv_flops_per_pixel, count_parameters
 
 from .manifest import EntryInfo, make_entry, metrics_for, read_manifest, sha256_file, upsert, write_manifest
 from .onnx_export import export_onnx
 from .parity import check_parity, random_inputs
 from .receptive_field import effective_radius
-
-IN_CHANNELS = {"doc-denoise": 1, "photo-denoise": 3, "colorize": 1, "watermark": 3}
 
 
 def real_inputs(name: str, multiple_of: int) -> list[tuple[str, np.ndarray]]:
@@ -35,7 +33,7 @@ def real_inputs(name: str, multiple_of: int) -> list[tuple[str, np.ndarray]]:
 
         rgb = data.astronaut().astype(np.float32) / 255.0  # any real photo works for parity
         rgb = np.asarray(Image.fromarray(data.astronaut()).resize((256, 200)), np.float32) / 255.0
-        if IN_CHANNELS[name] == 1:
+        if CHANNELS[name].inputs == 1:
             img = (rgb @ np.array([0.299, 0.587, 0.114], np.float32))[None, None]
         else:
             img = rgb.transpose(2, 0, 1)[None]
@@ -75,7 +73,7 @@ def _entry(name: str, model: nn.Module, blob: dict[str, Any], onnx_path: Path, q
     info = EntryInfo(
         name=name, version=version, file=onnx_path, tiling=tiling(cfg, radius, mult),
         architecture=architecture(cfg), parameters=count_parameters(model),
-        gflop_per_megapixel=conv_flops_per_pixel(model, IN_CHANNELS[name]) / 1e3,
+        gflop_per_megapixel=conv_flops_per_pixel(model, CHANNELS[name].inputs) / 1e3,
         training={"data": cfg.description, "command": blob["command"], "config": f"training/configs/{cfg.name}.json",
                   "seed": cfg.seed, "steps": blob["steps"], "wall_time_s": blob["wall_seconds"],
                   "loss": cfg.optim.loss, "final_val_psnr_db": blob.get("val_psnr")},
@@ -90,9 +88,9 @@ def export_model(name: str, model: nn.Module, blob: dict[str, Any], out_dir: Pat
                  version: str) -> dict[str, Any]:
     onnx_path = out_dir / f"{name}.onnx"
     mult = model.multiple_of
-    export_onnx(model, IN_CHANNELS[name], onnx_path, mult)
-    report = check_parity(model, onnx_path, random_inputs(IN_CHANNELS[name], mult) + real_inputs(name, mult))
-    radius = effective_radius(model, IN_CHANNELS[name])
+    export_onnx(model, CHANNELS[name].inputs, onnx_path, mult)
+    report = check_parity(model, onnx_path, random_inputs(CHANNELS[name].inputs, mult) + real_inputs(name, mult))
+    radius = effective_radius(model, CHANNELS[name].inputs)
     entry = _entry(name, model, blob, onnx_path, quality, version, radius)
     entry["parity_max_abs_error"] = float(f"{report.max_abs_error:.3g}")
     manifest_path = out_dir / "manifest.json"
@@ -106,7 +104,7 @@ def refresh_entry(name: str, model: nn.Module, blob: dict[str, Any], out_dir: Pa
     manifest = read_manifest(manifest_path)
     old = next((m for m in manifest["models"] if m["name"] == name), {})
     onnx_path = out_dir / f"{name}.onnx"
-    radius = old.get("receptive_field_radius") or effective_radius(model, IN_CHANNELS[name])
+    radius = old.get("receptive_field_radius") or effective_radius(model, CHANNELS[name].inputs)
     entry = _entry(name, model, blob, onnx_path, quality, old.get("version", version), radius)
     if "parity_max_abs_error" in old:
         entry["parity_max_abs_error"] = old["parity_max_abs_error"]

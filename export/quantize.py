@@ -18,7 +18,7 @@ import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 from training.config import TrainConfig
-from training.models import build_task
+from training.builders import build_task
 
 from .manifest import read_manifest, sha256_file, write_manifest
 

@@ -5,11 +5,22 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
 MODEL_NAMES = ("doc-denoise", "photo-denoise", "colorize", "watermark")
+
+
+class Channels(NamedTuple):
+    inputs: int
+    outputs: int
+
+
+# Image channels in and out of each kind's network (1: gray, 3: RGB): the one table that the network builder, the
+# data tasks, the evaluation, the ONNX export and the manifest read.
+CHANNELS: dict[str, Channels] = {"doc-denoise": Channels(1, 1), "photo-denoise": Channels(3, 3),
+                                 "colorize": Channels(1, 3), "watermark": Channels(3, 3)}
 # The config (training/configs/NAME.json) each model's training legs (training/legs.py) continue with: the
 # architecture and data of the next promoted weights. Until a leg of it is promoted, the shipped ONNX comes from the
 # run named in export/__main__.py: SHIPPED_RUNS (training/README.md has the comparisons).
@@ -25,12 +36,13 @@ class OptimConfig:
     steps: int = 4000
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    # "charbonnier" | "l1" | "mse" on the output; "lab_ab_l1" (colorizer, Lab space) on the predicted ab;
-    # "ink_charbonnier" (documents): Charbonnier + alpha_weight × a term over the ink pixels (train.ink_charbonnier);
-    # "lab_ab_class" (colorizer with net.class_head): rebalanced cross-entropy over quantised ab (train.ab_class_loss).
+    # The name of the training objective in objectives.OBJECTIVES (the registry says what each one is):
+    # "charbonnier" | "l1" | "mse" | "ink_charbonnier" | "unblend_aux" | "noise_aware" | "lab_ab_l1" | "lab_ab_mse" |
+    # "lab_ab_class".
     loss: str = "charbonnier"
-    # "unblend_aux" only: weight of the squared error on pixels without watermark (true opacity 0) relative
-    # to marked ones, and weight of the opacity BCE term.
+    # Weights of the objectives' secondary terms: clean_weight ("unblend_aux") weighs the squared error on pixels
+    # without watermark (true opacity 0) relative to marked ones; alpha_weight is the weight of the second term
+    # (opacity BCE, ink term, noise-level error).
     clean_weight: float = 1.0
     alpha_weight: float = 0.1
 

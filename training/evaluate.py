@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
+from .config import CHANNELS
 from .onnx_runner import OnnxImageModel
 from .quality import colorize, doc, photo, watermark
 from .quality.common import RESULTS, fmt
@@ -28,7 +28,6 @@ MODULES = {"doc-denoise": doc, "photo-denoise": photo, "watermark": watermark, "
 
 
 EVALUATORS = {name: module.evaluate for name, module in MODULES.items()}
-CHANNELS_IN = {"doc-denoise": 1, "photo-denoise": 3, "watermark": 3, "colorize": 1}
 
 
 def to_markdown(results: dict[str, Any]) -> str:
@@ -89,7 +88,7 @@ def evaluate_file(name: str, path: Path, multiple_of: int, quick: bool = False, 
     """Evaluates one ONNX file as model ``name``: tables, bars, ``score`` (the figure two versions compare on)."""
     model = OnnxImageModel(path, multiple_of, threads)
     res = EVALUATORS[name](model, quick)
-    res["onnx_s_per_mp"] = round(model.seconds_per_megapixel(CHANNELS_IN[name]), 3)
+    res["onnx_s_per_mp"] = round(model.seconds_per_megapixel(CHANNELS[name].inputs), 3)
     res["summary"]["onnx_s_per_mp"] = res["onnx_s_per_mp"]
     res["summary"]["bars_met"] = f"{sum(b['met'] for b in res['bars'])}/{len(res['bars'])}"
     res["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -12,13 +12,11 @@ and ``model.pt`` when the leg ends (what ``export`` and :mod:`training.promote` 
 ends a leg early, cleanly.
 
 Where the config's network differs from the promoted one (a new architecture's first leg), the matching
-parameters are copied — by name, with or without a wrapper's prefix; an input layer that gained channels
-gets the old weights for the old channels and zeros for the new ones — and the rest start fresh.
+parameters are copied by name and the rest start fresh (:mod:`training.warm_start`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -30,11 +28,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from .builders import build_net, build_optimizer, build_task
 from .config import RUNS_DIR, TrainConfig, default_config_path, leg_config
-from .models import build_net, build_task
-from .train import VAL_STEPS, compute_loss, validation_psnr
+from .objectives import objective_for
+from .step import optimizer_step
+from .validation import validation_batches, validation_psnr
+from .warm_start import load_promoted, onnx_weights
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "services" / "models"
 LEGS_LOG = Path(__file__).resolve().parent / "results" / "legs.jsonl"
@@ -52,41 +52,6 @@ class LegSettings:
     checkpoint_minutes: float = 3.0
     device: str = "cpu"  # "cuda" on a lent GPU machine (training/gpu.sh)
     batch_scale: int = 1  # batches of batch_scale × the config's batch size (a GPU wants more than a CPU)
-
-
-def onnx_weights(path: Path) -> dict[str, np.ndarray]:
-    import onnx
-    from onnx import numpy_helper
-
-    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
-
-
-def load_promoted(model: nn.Module, weights: dict[str, np.ndarray]) -> dict[str, list[str]]:
-    """Copies ``weights`` into ``model`` (see the module docstring); returns what was copied, adapted, left new."""
-    report: dict[str, list[str]] = {"copied": [], "adapted": [], "new": []}
-    state = model.state_dict()
-    for key, target in state.items():
-        source = weights.get(key)
-        if source is None and "." in key:
-            source = weights.get(key.split(".", 1)[1])  # "net.head.0.weight" in a wrapper of the shipped U-Net
-        if source is None:
-            report["new"].append(key)
-            continue
-        src = torch.from_numpy(np.array(source)).to(target.dtype)
-        if src.shape == target.shape:
-            target.copy_(src)
-            report["copied"].append(key)
-        elif src.ndim == 4 and src.shape[0] == target.shape[0] and src.shape[1] < target.shape[1] \
-                and src.shape[2:] == target.shape[2:]:
-            target.zero_()
-            target[:, : src.shape[1]] = src
-            report["adapted"].append(key)
-        else:
-            report["new"].append(key)
-    model.load_state_dict(state)
-    if not report["copied"]:
-        raise ValueError("none of the promoted weights fit this network: is it the same model?")
-    return report
 
 
 def leg_lr(elapsed: float, budget: float, step: int, peak: float, min_lr: float, warmup: int) -> float:
@@ -142,7 +107,7 @@ def run_leg(model_name: str, settings: LegSettings, run_dir: Path | None = None,
     ckpt_path = run_dir / "leg.ckpt"
     device = torch.device(settings.device)
     model = build_net(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    opt = build_optimizer(model, cfg)
     history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_psnr": []}
     step, elapsed, budget = 0, 0.0, settings.minutes * 60.0
     init: dict[str, Any] = {}
@@ -166,11 +131,12 @@ def run_leg(model_name: str, settings: LegSettings, run_dir: Path | None = None,
     data = {**cfg.data, "batch_size": int(cfg.data.get("batch_size", 12)) * settings.batch_scale}
     cfg_leg = TrainConfig.from_dict({**cfg.to_dict(), "seed": seed, "data": data})
     task = build_task(cfg_leg, photos=photos)
-    val = [tuple(t.to(device) for t in task.batch(s)) for s in VAL_STEPS]
+    val = validation_batches(task, device)
     use_bf16 = settings.bf16 and (device.type == "cuda" or bf16_supported())
     model = model.to(device, memory_format=torch.channels_last)
     opt.load_state_dict(opt.state_dict())  # moves the optimizer state to the model's device
     peak = settings.lr or cfg.optim.lr
+    objective = objective_for(cfg.optim)
 
     def checkpoint() -> None:
         tmp = ckpt_path.with_suffix(".tmp")
@@ -195,16 +161,8 @@ def run_leg(model_name: str, settings: LegSettings, run_dir: Path | None = None,
         y = y.to(device, non_blocking=True)
         pixels_per_step = x.shape[0] * x.shape[2] * x.shape[3]
         lr = leg_lr(elapsed, budget, step, peak, cfg.optim.min_lr, settings.warmup_steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-        with ctx:
-            loss = compute_loss(model, x, y, cfg.optim.loss, cfg.optim.clean_weight, cfg.optim.alpha_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.float().backward()
-        if cfg.optim.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else None
+        loss = optimizer_step(model, opt, objective, x, y, lr, cfg.optim.grad_clip, autocast)
         step += 1
         elapsed = time.perf_counter() - started
         history["step"].append(step)

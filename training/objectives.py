@@ -1,4 +1,4 @@
-"""Composable autoencoder training objectives.
+"""Composable training objectives: the autoencoder family's and the production models' (one registry).
 
 An :class:`Objective` is a weighted sum of :class:`Term` objects plus an optional input
 corruption.  Every model it trains exposes ``forward_with_code(x) -> (output, code)``:
@@ -15,13 +15,20 @@ corruption.  Every model it trains exposes ``forward_with_code(x) -> (output, co
 ``‖x − g(f(x + w))‖²``; otherwise ``inputs`` is used as given (paired data such as
 dirty → clean pages).  ``parts`` maps each term's name, and ``"total"``, to a detached 0-d
 tensor so that logging never keeps the graph alive.
+
+The production models train through the same machinery: :data:`OBJECTIVES` maps each ``optim.loss`` name of
+``training/configs/`` to its objective, and :func:`objective_for` is what the training loops ask.  Their
+batches are paired (``objective(model, clean=targets, inputs=inputs)``; targets may carry a 4th channel: the
+true opacity, noise level or class weight), and the heads with an auxiliary output are run through their own
+``forward`` (e.g. the watermark remover's ``(restored, opacity logit)``), whose second value the terms then
+see as ``code``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 
@@ -29,25 +36,47 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import OptimConfig
+from .nets.ab_bins import soft_encode
+from .nets.color import rgb_to_lab
+from .nets.colorizer import AB_SCALE, Colorizer
+from .nets.noise_aware import NoiseAwareDenoiser
+from .nets.unet import MAX_OPACITY, UNet
+
 __all__ = [
+    "OBJECTIVES",
+    "AbClassCrossEntropy",
+    "Charbonnier",
     "CodedModel",
     "Contractive",
     "Corruption",
+    "Forward",
     "GaussianCorruption",
     "HasExactJacobian",
+    "InkStrokes",
     "KLDivergence",
     "KLSparsity",
     "L1Sparsity",
+    "LabChroma",
+    "MarkWeightedMSE",
     "MaskingCorruption",
+    "NoiseLevelError",
     "Objective",
+    "OpacityBCE",
+    "PatchLogMSE",
     "Reconstruction",
     "Term",
     "TermContext",
+    "ab_class_logits",
     "code_tensor",
+    "denoised_and_noise_level",
     "forward_with_code",
     "gaussian_params",
     "jacobian_sq_norm_estimate",
     "jacobian_sq_norm_exact",
+    "lab_chroma",
+    "objective_for",
+    "restored_and_opacity_logit",
 ]
 
 
@@ -63,6 +92,10 @@ class CodedModel(Protocol):
 def forward_with_code(model: nn.Module, x: Tensor) -> tuple[Tensor, Any]:
     """``model.forward_with_code(x)``, typed (``nn.Module`` attributes are untyped)."""
     return cast(CodedModel, model).forward_with_code(x)
+
+
+# How an objective runs the model: ``(output, code)``, the code being whatever second value the terms read.
+Forward = Callable[[nn.Module, Tensor], tuple[Tensor, Any]]
 
 
 @runtime_checkable
@@ -209,7 +242,11 @@ def jacobian_sq_norm_exact(code: Tensor, x: Tensor, create_graph: bool = True) -
 
 @dataclass
 class TermContext:
-    """Everything a term may look at for one batch."""
+    """Everything a term may look at for one batch.
+
+    ``clean`` is the target batch (for paired production data it may carry a 4th channel); ``output`` and
+    ``code`` are the two values of the objective's ``forward``.
+    """
 
     model: nn.Module
     clean: Tensor
@@ -234,19 +271,19 @@ class Term(ABC):
 class Reconstruction(Term):
     """Reconstruction error of ``output`` against ``clean``.
 
-    ``loss="mse"`` (default) is ``(x − x̂)²``; ``"bce"`` is the Bernoulli negative log-likelihood
-    (outputs must lie in [0, 1]).  ``reduction="mean"`` (default) averages over every element;
+    ``loss="mse"`` (default) is ``(x − x̂)²``; ``"l1"`` is ``|x − x̂|``; ``"bce"`` is the Bernoulli negative
+    log-likelihood (outputs must lie in [0, 1]).  ``reduction="mean"`` (default) averages over every element;
     ``"sum"`` sums over each sample's elements and averages over the batch: the ELBO's
     per-sample scale, needed so the VAE's KL term is not overwhelmed or dominant by accident.
     """
 
     weight: float = 1.0
-    loss: Literal["mse", "bce"] = "mse"
+    loss: Literal["mse", "l1", "bce"] = "mse"
     reduction: Literal["mean", "sum"] = "mean"
     name: str = "reconstruction"
 
     def __post_init__(self) -> None:
-        if self.loss not in ("mse", "bce"):
+        if self.loss not in ("mse", "l1", "bce"):
             raise ValueError(f"unknown loss {self.loss!r}")
         if self.reduction not in ("mean", "sum"):
             raise ValueError(f"unknown reduction {self.reduction!r}")
@@ -256,6 +293,8 @@ class Reconstruction(Term):
             raise ValueError(f"output shape {tuple(ctx.output.shape)} != target shape {tuple(ctx.clean.shape)}")
         if self.loss == "mse":
             err = (ctx.output - ctx.clean).pow(2)
+        elif self.loss == "l1":
+            err = (ctx.output - ctx.clean).abs()
         else:
             err = F.binary_cross_entropy(ctx.output, ctx.clean, reduction="none")
         value = err.mean() if self.reduction == "mean" else _per_sample_sum(err).mean()
@@ -366,9 +405,14 @@ class KLDivergence(Term):
 
 
 class Objective:
-    """Weighted sum of terms, with an optional corruption of the model's input."""
+    """Weighted sum of terms, with an optional corruption of the model's input.
 
-    def __init__(self, terms: Sequence[Term], corruption: Corruption | None = None) -> None:
+    ``forward`` runs the model (default: its ``forward_with_code``); a head with an auxiliary output the terms
+    supervise passes its own (see the production forwards below).
+    """
+
+    def __init__(self, terms: Sequence[Term], corruption: Corruption | None = None,
+                 forward: Forward = forward_with_code) -> None:
         if not terms:
             raise ValueError("an objective needs at least one term")
         names = [t.name for t in terms]
@@ -376,6 +420,7 @@ class Objective:
             raise ValueError(f"term names must be unique and not 'total': {names}")
         self.terms: list[Term] = list(terms)
         self.corruption = corruption
+        self.forward = forward
 
     @property
     def needs_input_grad(self) -> bool:
@@ -399,7 +444,7 @@ class Objective:
             inputs = inputs.detach().requires_grad_(True)
             grad_ctx = torch.enable_grad()
         with grad_ctx:
-            output, code = forward_with_code(model, inputs)
+            output, code = self.forward(model, inputs)
             ctx = TermContext(model=model, clean=clean, inputs=inputs, output=output, code=code)
             values = {t.name: t(ctx) for t in self.terms}
             total = torch.stack(list(values.values())).sum()
@@ -408,4 +453,212 @@ class Objective:
         return total, parts
 
     def __repr__(self) -> str:
-        return f"Objective(terms={self.terms!r}, corruption={self.corruption!r})"
+        forward = getattr(self.forward, "__name__", repr(self.forward))
+        return f"Objective(terms={self.terms!r}, corruption={self.corruption!r}, forward={forward})"
+
+
+# --------------------------------------------------------------------------- production forwards
+
+
+def _require(model: nn.Module, kind: type[nn.Module], what: str) -> None:
+    if not isinstance(model, kind):
+        raise TypeError(f"this objective needs {what}; the config builds a {type(model).__name__}")
+
+
+def restored_and_opacity_logit(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The watermark remover's restored image and opacity logit (a U-Net with ``out_activation="unblend"``)."""
+    _require(model, UNet, "a U-Net with out_activation='unblend'")
+    return cast(UNet, model).predict_opacity(x)
+
+
+def denoised_and_noise_level(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The noise-aware denoiser's output and its estimated σ map (half resolution)."""
+    _require(model, NoiseAwareDenoiser, "a noise-aware denoiser (net.noise_estimator)")
+    return cast(NoiseAwareDenoiser, model).predict_with_sigma(x)
+
+
+def lab_chroma(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """A Lab colorizer's predicted ab (Lab scale, input resolution) and its code."""
+    _require(model, Colorizer, "a colorizer with net.space = 'lab'")
+    colorizer = cast(Colorizer, model)
+    if colorizer.space != "lab":
+        raise TypeError("this objective needs a colorizer with net.space = 'lab'")
+    _, ab, code = colorizer.predict_ab(x)
+    return ab, code
+
+
+def ab_class_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """A class-head colorizer's logits over quantised ab (at 1 / (2·pool) of the input size) and its code."""
+    _require(model, Colorizer, "a colorizer with net.class_head")
+    colorizer = cast(Colorizer, model)
+    if colorizer.class_head is None:
+        raise TypeError("this objective needs a colorizer with net.class_head")
+    return colorizer.predict_logits(x)
+
+
+# --------------------------------------------------------------------------- production terms
+
+
+def _charbonnier(output: Tensor, target: Tensor) -> Tensor:
+    return torch.sqrt((output - target) ** 2 + 1e-6)
+
+
+@dataclass
+class Charbonnier(Term):
+    """Mean ``√((x̂ − x)² + 10⁻⁶)``: L1 away from zero, smooth at it (robust to outlier pixels)."""
+
+    name: str = "charbonnier"
+
+    def __call__(self, ctx: TermContext) -> Tensor:
+        return _charbonnier(ctx.output, ctx.clean).mean()
+
+
+@dataclass
+class InkStrokes(Term):
+    """``weight`` × the Charbonnier error averaged over the target's ink only (y < 0.5, 8-bit < 128), plus a
+    one-sided term that charges lightening ink (output above the target) twice.
+
+    Ink is 5–20 % of a page's pixels, so in a plain mean grey stroke centres cost little (the shipped
+    doc-denoise lightens heavy strokes by up to 45 grey levels); averaged over the ink pixels alone the strokes
+    weigh as much as the whole page.
+    """
+
+    weight: float = 0.5
+    name: str = "ink_strokes"
+
+    def __call__(self, ctx: TermContext) -> Tensor:
+        out, y = ctx.output, ctx.clean
+        err = _charbonnier(out, y)
+        ink = (y < 0.5).to(err.dtype)
+        return self.weight * ((ink * (err + F.relu(out - y))).sum() / ink.sum().clamp(min=1.0))
+
+
+@dataclass
+class MarkWeightedMSE(Term):
+    """Squared error of the restored image, unmarked pixels (true opacity 0, the target's 4th channel)
+    weighted ``clean_weight`` (1: plain MSE). Damage to clean areas (false detections) may cost more than a
+    watermark left in place, as on real photos where the mark covers a few percent of the pixels."""
+
+    clean_weight: float = 1.0
+    name: str = "restoration"
+
+    def __call__(self, ctx: TermContext) -> Tensor:
+        y = ctx.clean
+        mark = y[:, 3:4]
+        w = torch.where(mark > 0, torch.ones_like(mark), torch.full_like(mark, self.clean_weight))
+        return (w * (ctx.output - y[:, :3]) ** 2).mean()
+
+
+@dataclass
+class OpacityBCE(Term):
+    """``weight`` × BCE of the opacity logit (``code`` of :func:`restored_and_opacity_logit`) against the true
+    opacity / MAX_OPACITY. Without it the head settles in "no watermark anywhere", and through a saturated
+    sigmoid an MSE on the opacity has no gradient left (both seen: an exact identity after 500-750 steps)."""
+
+    weight: float = 0.1
+    name: str = "opacity_bce"
+
+    def __call__(self, ctx: TermContext) -> Tensor:
+        target = (ctx.clean[:, 3:4] / MAX_OPACITY).clamp(0.0, 1.0)
+        return self.weight * F.binary_cross_entropy_with_logits(ctx.code, target)
+
+
+@dataclass
+class PatchLogMSE(Term):
+    """Mean per-patch PSNR, negated: ``10·log10(MSE + 10⁻⁵)`` per patch, averaged.
+
+    Per-patch log-MSE rather than one MSE over the batch: a batch MSE is dominated by the noisiest patches, so
+    low-noise and clean patches (most real photos) barely count and come out over-smoothed; the eval's figure
+    is PSNR per σ. The 1e-5 floor caps a patch's weight at 50 dB.
+    """
+
+    name: str = "restoration"
+
+    def __call__(self, ctx: TermContext) -> Tensor:
+        mse = ((ctx.output.float() - ctx.clean[:, :3]) ** 2).mean((1, 2, 3))
+        return 10.0 * torch.log10(mse + 1e-5).mean()
+
+
+@dataclass
+class NoiseLevelError(Term):
+    """``weight`` × the error of the estimated σ map (``code`` of :func:`denoised_and_noise_level`) against the
+    true level (the target's 4th channel, pooled to the map's half resolution), in units of 10 grey levels.
+    Under-estimating σ costs twice over-estimating it: a non-blind denoiser given too low a level leaves noise
+    in, given too high a level it only smooths a little more (CBDNet's asymmetric loss)."""
+
+    weight: float = 0.5
+    name: str = "noise_level"
+
+    def __call__(self, ctx: TermContext) -> Tensor:
+        err = (ctx.code.float() - F.avg_pool2d(ctx.clean[:, 3:4], 2)) * (255.0 / 10.0)
+        return self.weight * torch.where(err < 0, -2.0 * err, err).mean()
+
+
+@dataclass
+class LabChroma(Term):
+    """L1 or MSE of the predicted ab (``output`` of :func:`lab_chroma`) against the target's, both / AB_SCALE.
+
+    L1 pulls towards the conditional median (more saturated); MSE towards the conditional mean (safer colours,
+    higher PSNR)."""
+
+    loss: Literal["l1", "mse"] = "l1"
+    name: str = "lab_chroma"
+
+    def __call__(self, ctx: TermContext) -> Tensor:
+        target = rgb_to_lab(ctx.clean[:, :3])[:, 1:]  # targets may carry a class-weight channel
+        distance = F.l1_loss if self.loss == "l1" else F.mse_loss
+        return distance(ctx.output / AB_SCALE, target / AB_SCALE)
+
+
+@dataclass
+class AbClassCrossEntropy(Term):
+    """Zhang et al. 2016: cross-entropy of the class head's logits (``output`` of :func:`ab_class_logits`)
+    against the soft-encoded true ab (its 5 nearest bin centres, Gaussian σ = 5), each pixel weighted by the
+    rarity of its colour (the 4th target channel that ``ColorizeTask(rebalance=λ)`` adds; unweighted without
+    it). At the head's resolution: the true ab and the weights are average-pooled to it. Unlike an L1/L2
+    regression on ab, uncertain pixels keep a multimodal distribution instead of collapsing to the mean of
+    their colours (sepia)."""
+
+    name: str = "ab_class"
+
+    def __call__(self, ctx: TermContext) -> Tensor:
+        logits, y = ctx.output, ctx.clean
+        f = y.shape[-1] // logits.shape[-1]
+        with torch.autocast(y.device.type, enabled=False):  # targets in fp32 under the legs' bf16 autocast
+            ab = F.avg_pool2d(rgb_to_lab(y[:, :3].float())[:, 1:], f)
+            idx, weight = soft_encode(ab, cast(Colorizer, ctx.model).centres())
+            ce = -(weight * F.log_softmax(logits.float(), 1).gather(1, idx)).sum(1, keepdim=True)
+            if y.shape[1] > 3:
+                ce = ce * F.avg_pool2d(y[:, 3:4].float(), f)
+        return ce.mean()
+
+
+# --------------------------------------------------------------------------- the registry
+
+# ``optim.loss`` name -> the objective it trains with (weights from the config's ``optim``).
+OBJECTIVES: dict[str, Callable[[OptimConfig], Objective]] = {
+    "charbonnier": lambda o: Objective([Charbonnier()]),
+    "l1": lambda o: Objective([Reconstruction(loss="l1")]),
+    "mse": lambda o: Objective([Reconstruction()]),
+    # Documents: Charbonnier over the page + alpha_weight × the ink term.
+    "ink_charbonnier": lambda o: Objective([Charbonnier(), InkStrokes(weight=o.alpha_weight)]),
+    # Watermark removal with the unblend head: restoration MSE + direct supervision of the opacity.
+    "unblend_aux": lambda o: Objective([MarkWeightedMSE(clean_weight=o.clean_weight),
+                                        OpacityBCE(weight=o.alpha_weight)], forward=restored_and_opacity_logit),
+    # The noise-aware photo denoiser: per-patch PSNR + alpha_weight × the asymmetric noise-level error.
+    "noise_aware": lambda o: Objective([PatchLogMSE(), NoiseLevelError(weight=o.alpha_weight)],
+                                       forward=denoised_and_noise_level),
+    "lab_ab_l1": lambda o: Objective([LabChroma(loss="l1")], forward=lab_chroma),
+    "lab_ab_mse": lambda o: Objective([LabChroma(loss="mse")], forward=lab_chroma),
+    # Colorizer with net.class_head: rebalanced cross-entropy over quantised ab.
+    "lab_ab_class": lambda o: Objective([AbClassCrossEntropy()], forward=ab_class_logits),
+}
+
+
+def objective_for(optim: OptimConfig) -> Objective:
+    """The objective a config trains with (its ``optim.loss``, weighted by its ``optim``)."""
+    try:
+        make = OBJECTIVES[optim.loss]
+    except KeyError:
+        raise ValueError(f"unknown loss {optim.loss!r}: one of {', '.join(sorted(OBJECTIVES))}") from None
+    return make(optim)

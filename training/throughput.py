@@ -10,7 +10,6 @@ Writes ``training/results/throughput.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -19,11 +18,12 @@ from pathlib import Path
 
 import torch
 
+from .builders import build_net, build_task
 from .config import MODEL_NAMES, TrainConfig, default_config_path, leg_config
 from .legs import _Batches, bf16_supported
-from .models import build_net, build_task
+from .objectives import objective_for
 from .quality.common import RESULTS
-from .train import compute_loss
+from .step import optimizer_step
 
 
 def measure(name: str, bf16: bool, threads: int, workers: int, seconds: float, warmup: int = 3) -> dict:
@@ -37,16 +37,13 @@ def measure(name: str, bf16: bool, threads: int, workers: int, seconds: float, w
     task = build_task(cfg)
     loader = torch.utils.data.DataLoader(_Batches(task, 0, workers), batch_size=None, num_workers=workers,
                                          prefetch_factor=4 if workers else None)
+    objective = objective_for(cfg.optim)
     steps, pixels, losses, started = 0, 0, [], None
     for x, y in loader:
         if bf16:
             x = x.contiguous(memory_format=torch.channels_last)
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with ctx:
-            loss = compute_loss(model, x, y, cfg.optim.loss, cfg.optim.clean_weight, cfg.optim.alpha_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.float().backward()
-        opt.step()
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else None
+        loss = optimizer_step(model, opt, objective, x, y, lr=1e-5, grad_clip=0.0, autocast=autocast)
         steps += 1
         if steps == warmup:
             started, pixels = time.perf_counter(), 0

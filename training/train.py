@@ -13,24 +13,23 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .builders import build_net, build_optimizer, build_task
 from .config import RUNS_DIR, TrainConfig
-from .models import build_net, build_task
-from .nets.ab_bins import soft_encode
-from .nets.color import rgb_to_lab
-from .nets.colorizer import AB_SCALE, Colorizer, calibrate_chroma_gain
-from .nets.noise_aware import NoiseAwareDenoiser
-from .nets.unet import MAX_OPACITY
+from .nets.colorizer import Colorizer, calibrate_chroma_gain
+from .objectives import objective_for
+from .step import optimizer_step
+from .validation import validation_batches, validation_psnr
+from .warm_start import load_promoted
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-VAL_STEPS = tuple(10**9 + k for k in range(4))  # batches the training stream never reaches
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -42,102 +41,144 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def compute_loss(model: nn.Module, x: Tensor, y: Tensor, kind: str, clean_weight: float = 1.0,
-                 alpha_weight: float = 0.1) -> Tensor:
-    if kind in ("lab_ab_l1", "lab_ab_mse"):
-        assert isinstance(model, Colorizer) and model.space == "lab"
-        _, ab, _ = model.predict_ab(x)
-        target = rgb_to_lab(y[:, :3])[:, 1:]  # targets may carry a class-weight channel
-        # L1 -> conditional median (more saturated); MSE -> conditional mean (safer colours, higher PSNR).
-        loss = F.l1_loss if kind == "lab_ab_l1" else F.mse_loss
-        return loss(ab / AB_SCALE, target / AB_SCALE)
-    if kind == "lab_ab_class":
-        return ab_class_loss(model, x, y)
-    if kind == "unblend_aux":
-        # Restoration MSE plus direct supervision of the opacity, as BCE on the logit: without it the head
-        # settles in "no watermark anywhere", and through a saturated sigmoid an MSE on the opacity has no
-        # gradient left (both seen: an exact identity after 500-750 steps).
-        out, logit = model.predict_opacity(x)
-        target = (y[:, 3:4] / MAX_OPACITY).clamp(0.0, 1.0)
-        bce = F.binary_cross_entropy_with_logits(logit, target)
-        # Unmarked pixels weigh clean_weight (1: plain MSE): damage to clean areas (false detections) costs more
-        # than a watermark left in place, as on real photos where the mark covers a few percent of the pixels.
-        w = torch.where(y[:, 3:4] > 0, torch.ones_like(target), torch.full_like(target, clean_weight))
-        return (w * (out - y[:, :3]) ** 2).mean() + alpha_weight * bce
-    if kind == "noise_aware":
-        return noise_aware_loss(model, x, y, sigma_weight=alpha_weight)
-    out = model(x)
-    if kind == "charbonnier":
-        return torch.sqrt((out - y) ** 2 + 1e-6).mean()
-    if kind == "ink_charbonnier":
-        return ink_charbonnier(out, y, ink_weight=alpha_weight)
-    if kind == "l1":
-        return F.l1_loss(out, y)
-    if kind == "mse":
-        return F.mse_loss(out, y)
-    raise ValueError(f"unknown loss {kind!r}")
+def train(cfg: TrainConfig, run_dir: Path | None = None, command: str | None = None,
+          max_steps: int | None = None, progress: bool = True, photos: list | None = None,
+          threads: int | None = None) -> Path:
+    """Trains (or resumes) ``cfg``; returns the path of the final ``model.pt``."""
+    run_dir = Path(run_dir or RUNS_DIR / cfg.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads or cfg.threads)
+    torch.set_flush_denormal(True)  # denormal activations late in training slow CPU convs many-fold
+    torch.manual_seed(cfg.seed)
+    command = command or " ".join(["python", "-m", "training", *sys.argv[1:]])
+    total_steps = cfg.optim.steps if max_steps is None else min(max_steps, cfg.optim.steps)
+
+    run = Run.start(cfg, run_dir)
+    task = build_task(cfg, photos=photos)
+    val = validation_batches(task)
+    objective = objective_for(cfg.optim)
+
+    run.model.train()
+    bar = tqdm(total=total_steps, initial=run.step, desc=cfg.name, disable=not progress, mininterval=5,
+               file=sys.stdout)
+    started = time.perf_counter() - run.elapsed
+    while run.step < total_steps:
+        x, y = task.batch(run.step)
+        lr = lr_at(run.step, cfg)
+        loss = optimizer_step(run.model, run.optimizer, objective, x, y, lr, cfg.optim.grad_clip)
+        run.record_step(loss, elapsed=time.perf_counter() - started)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}", refresh=False)
+        if _due(run.step, cfg.validate_every, total_steps):
+            psnr = run.validate(val)
+            bar.write(f"step {run.step}: loss {loss.item():.4f}, val PSNR {psnr:.2f} dB, {run.elapsed / 60:.1f} min")
+        if _due(run.step, cfg.checkpoint_every, total_steps):
+            run.save_checkpoint()
+    bar.close()
+    if not (run_dir / "loss.png").is_file():  # a 0-step run (graph-only change of an init_from model)
+        run.save_checkpoint()
+    return run.finish(val, command)
 
 
-def ink_charbonnier(out: Tensor, y: Tensor, ink_weight: float = 0.5) -> Tensor:
-    """Charbonnier over the page + ``ink_weight`` × a term over the target's ink only (y < 0.5, 8-bit < 128).
+def _due(step: int, every: int, total_steps: int) -> bool:
+    return step % every == 0 or step == total_steps
 
-    Ink is 5–20 % of a page's pixels, so in a plain mean grey stroke centres cost little (the shipped
-    doc-denoise lightens heavy strokes by up to 45 grey levels); averaged over the ink pixels alone the strokes
-    weigh as much as the whole page, and the one-sided term makes lightening ink cost twice as much as
-    darkening it.
+
+def _new_history() -> dict[str, list]:
+    return {"step": [], "loss": [], "val_step": [], "val_psnr": []}
+
+
+@dataclass
+class Run:
+    """One run in its directory: the network and optimiser, the step reached, the wall time spent and the curves.
+
+    ``last.ckpt`` holds exactly this (model, optimizer, step, elapsed, history, config); a run started again
+    continues from it, and only with the config that made it.
     """
-    err = torch.sqrt((out - y) ** 2 + 1e-6)
-    ink = (y < 0.5).to(err.dtype)
-    ink_term = (ink * (err + F.relu(out - y))).sum() / ink.sum().clamp(min=1.0)
-    return err.mean() + ink_weight * ink_term
 
+    cfg: TrainConfig
+    dir: Path
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    elapsed: float = 0.0
+    history: dict[str, list] = field(default_factory=_new_history)
 
-def ab_class_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Zhang et al. 2016: cross-entropy of the class head's logits against the soft-encoded true ab (its 5 nearest
-    bin centres, Gaussian σ = 5), each pixel weighted by the rarity of its colour (the 4th target channel that
-    ``ColorizeTask(rebalance=λ)`` adds; unweighted without it). At the head's resolution: the true ab and the
-    weights are average-pooled to it. Unlike an L1/L2 regression on ab, uncertain pixels keep a multimodal
-    distribution instead of collapsing to the mean of their colours (sepia)."""
-    assert isinstance(model, Colorizer) and model.class_head is not None
-    logits, _ = model.predict_logits(x)
-    f = y.shape[-1] // logits.shape[-1]
-    with torch.autocast(y.device.type, enabled=False):  # targets in fp32 under the legs' bf16 autocast
-        ab = F.avg_pool2d(rgb_to_lab(y[:, :3].float())[:, 1:], f)
-        idx, weight = soft_encode(ab, model.centres())
-        ce = -(weight * F.log_softmax(logits.float(), 1).gather(1, idx)).sum(1, keepdim=True)
-        if y.shape[1] > 3:
-            ce = ce * F.avg_pool2d(y[:, 3:4].float(), f)
-    return ce.mean()
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.dir / "last.ckpt"
 
+    @classmethod
+    def start(cls, cfg: TrainConfig, run_dir: Path) -> "Run":
+        """Resumed from ``last.ckpt`` if there is one; otherwise fresh, from the parent run's weights if
+        ``cfg.init_from`` names one."""
+        model = build_net(cfg)
+        run = cls(cfg, run_dir, model, build_optimizer(model, cfg))
+        if run.checkpoint_path.is_file():
+            run._resume()
+        elif cfg.init_from:
+            run._init_from_parent()
+        return run
 
-def noise_aware_loss(model: nn.Module, x: Tensor, y: Tensor, sigma_weight: float = 0.5) -> Tensor:
-    """Mean per-patch PSNR (negated) of the restoration + an asymmetric error of the estimated noise level.
+    def _resume(self) -> None:
+        ckpt = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        # Through TrainConfig, so fields added later (at their defaults) do not block resuming older runs.
+        if _resume_key(TrainConfig.from_dict(ckpt["config"]).to_dict()) != _resume_key(self.cfg.to_dict()):
+            raise SystemExit(f"{self.checkpoint_path} was made with another config; delete {self.dir} to start over")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.step, self.elapsed, self.history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
+        print(f"resuming {self.cfg.name} from step {self.step} ({self.elapsed / 60:.1f} min done)", flush=True)
 
-    Per-patch log-MSE rather than one MSE over the batch: a batch MSE is dominated by the noisiest
-    patches, so low-noise and clean patches (most real photos) barely count and come out over-smoothed;
-    the eval's figure is PSNR per σ. The 1e-5 floor caps a patch's weight at 50 dB.
-    Under-estimating σ costs twice over-estimating it: a non-blind denoiser given too low a level leaves
-    noise in, given too high a level it only smooths a little more (CBDNet's asymmetric loss).
-    """
-    assert isinstance(model, NoiseAwareDenoiser)
-    out, est = model.predict_with_sigma(x)
-    clean, level = y[:, :3], y[:, 3:4]
-    mse = ((out.float() - clean) ** 2).mean((1, 2, 3))
-    restore = 10.0 * torch.log10(mse + 1e-5).mean()
-    err = (est.float() - F.avg_pool2d(level, 2)) * (255.0 / 10.0)  # in units of 10 grey levels
-    sigma = torch.where(err < 0, -2.0 * err, err).mean()
-    return restore + sigma_weight * sigma
+    def _init_from_parent(self) -> None:
+        cfg = self.cfg
+        init = self.dir.parent / cfg.init_from / "model.pt"  # the parent run sits beside this one
+        if not init.is_file():
+            raise SystemExit(f"{cfg.name} starts from {init}: train {cfg.init_from} first")
+        state = torch.load(init, map_location="cpu", weights_only=False)["state_dict"]
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError:  # a new head on the parent's body (colorize-v3 on colorize-v2): copy what fits
+            report = load_promoted(self.model, {k: v.numpy() for k, v in state.items()})
+            print(f"{cfg.name}: {len(report['copied'])} tensors copied, new: {', '.join(report['new'])}", flush=True)
+        print(f"{cfg.name}: weights initialised from {init}", flush=True)
 
+    def record_step(self, loss: Tensor, elapsed: float) -> None:
+        self.step += 1
+        self.elapsed = elapsed
+        self.history["step"].append(self.step)
+        self.history["loss"].append(float(loss.item()))
 
-@torch.no_grad()
-def validation_psnr(model: nn.Module, batches: list[tuple[Tensor, Tensor]]) -> float:
-    model.eval()
-    mse = []
-    for x, y in batches:
-        out = model(x).clamp(0, 1)
-        mse.append(F.mse_loss(out, y[:, : out.shape[1]]).item())  # targets may carry extra channels
-    model.train()
-    return float(10 * math.log10(1.0 / max(1e-12, sum(mse) / len(mse))))
+    def validate(self, batches: list[tuple[Tensor, Tensor]]) -> float:
+        psnr = validation_psnr(self.model, batches)
+        self.history["val_step"].append(self.step)
+        self.history["val_psnr"].append(psnr)
+        return psnr
+
+    def save_checkpoint(self) -> None:
+        """``last.ckpt``, ``history.json`` and the loss curve ``loss.png``."""
+        _save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                      "elapsed": self.elapsed, "history": self.history, "config": self.cfg.to_dict()},
+                     self.checkpoint_path)
+        (self.dir / "history.json").write_text(json.dumps(self.history))
+        plot_history(self.history, self.dir / "loss.png", f"{self.cfg.name} ({self.cfg.optim.loss})")
+
+    def finish(self, val: list[tuple[Tensor, Tensor]], command: str) -> Path:
+        """Calibrates what is calibrated after training, writes ``model.pt`` (what ``export`` reads) and, for a
+        run under training/runs, copies its loss curve to training/results."""
+        model, cfg = self.model, self.cfg
+        if isinstance(model, Colorizer) and model.space == "lab" and cfg.net.get("chroma_gain") == "auto":
+            model.eval()
+            gain = calibrate_chroma_gain(model, val)
+            tqdm.write(f"chroma gain calibrated on validation patches: {gain:.3f}", file=sys.stdout)
+        final = self.dir / "model.pt"
+        _save_atomic({"config": cfg.to_dict(), "state_dict": model.state_dict(), "steps": self.step,
+                      "wall_seconds": round(self.elapsed, 1), "command": command,
+                      "val_psnr": self.history["val_psnr"][-1] if self.history["val_psnr"] else None}, final)
+        RESULTS_DIR.mkdir(exist_ok=True)
+        if self.dir.resolve().parent == RUNS_DIR.resolve():  # only real runs update the committed curves
+            shutil.copyfile(self.dir / "loss.png", RESULTS_DIR / f"{cfg.name}-loss.png")
+        return final
 
 
 def _resume_key(config: dict[str, Any]) -> dict[str, Any]:
@@ -176,99 +217,6 @@ def plot_history(history: dict[str, list], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def train(cfg: TrainConfig, run_dir: Path | None = None, command: str | None = None,
-          max_steps: int | None = None, progress: bool = True, photos: list | None = None,
-          threads: int | None = None) -> Path:
-    """Trains (or resumes) ``cfg``; returns the path of the final ``model.pt``."""
-    run_dir = Path(run_dir or RUNS_DIR / cfg.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(threads or cfg.threads)
-    torch.set_flush_denormal(True)  # denormal activations late in training slow CPU convs many-fold
-    torch.manual_seed(cfg.seed)
-    command = command or " ".join(["python", "-m", "training", *sys.argv[1:]])
-    total_steps = cfg.optim.steps if max_steps is None else min(max_steps, cfg.optim.steps)
-
-    model = build_net(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_psnr": []}
-    step, elapsed = 0, 0.0
-    ckpt_path = run_dir / "last.ckpt"
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        # Through TrainConfig, so fields added later (at their defaults) do not block resuming older runs.
-        if _resume_key(TrainConfig.from_dict(ckpt["config"]).to_dict()) != _resume_key(cfg.to_dict()):
-            raise SystemExit(f"{ckpt_path} was made with another config; delete {run_dir} to start over")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
-        print(f"resuming {cfg.name} from step {step} ({elapsed / 60:.1f} min done)", flush=True)
-    elif cfg.init_from:
-        init = run_dir.parent / cfg.init_from / "model.pt"  # the parent run sits beside this one
-        if not init.is_file():
-            raise SystemExit(f"{cfg.name} starts from {init}: train {cfg.init_from} first")
-        state = torch.load(init, map_location="cpu", weights_only=False)["state_dict"]
-        try:
-            model.load_state_dict(state)
-        except RuntimeError:  # a new head on the parent's body (colorize-v3 on colorize-v2): copy what fits
-            from .legs import load_promoted
-
-            report = load_promoted(model, {k: v.numpy() for k, v in state.items()})
-            print(f"{cfg.name}: {len(report['copied'])} tensors copied, new: {', '.join(report['new'])}", flush=True)
-        print(f"{cfg.name}: weights initialised from {init}", flush=True)
-
-    task = build_task(cfg, photos=photos)
-    val = [task.batch(s) for s in VAL_STEPS]
-
-    def checkpoint() -> None:
-        _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                      "elapsed": elapsed, "history": history, "config": cfg.to_dict()}, ckpt_path)
-        (run_dir / "history.json").write_text(json.dumps(history))
-        plot_history(history, run_dir / "loss.png", f"{cfg.name} ({cfg.optim.loss})")
-
-    model.train()
-    bar = tqdm(total=total_steps, initial=step, desc=cfg.name, disable=not progress, mininterval=5, file=sys.stdout)
-    started = time.perf_counter() - elapsed
-    while step < total_steps:
-        x, y = task.batch(step)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        loss = compute_loss(model, x, y, cfg.optim.loss, cfg.optim.clean_weight, cfg.optim.alpha_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
-        step += 1
-        history["step"].append(step)
-        history["loss"].append(float(loss.item()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step - 1, cfg):.1e}", refresh=False)
-        elapsed = time.perf_counter() - started
-        if step % cfg.validate_every == 0 or step == total_steps:
-            history["val_step"].append(step)
-            history["val_psnr"].append(validation_psnr(model, val))
-            bar.write(f"step {step}: loss {loss.item():.4f}, val PSNR {history['val_psnr'][-1]:.2f} dB, "
-                      f"{elapsed / 60:.1f} min")
-        if step % cfg.checkpoint_every == 0 or step == total_steps:
-            checkpoint()
-    bar.close()
-    if not (run_dir / "loss.png").is_file():  # a 0-step run (graph-only change of an init_from model)
-        checkpoint()
-
-    if isinstance(model, Colorizer) and model.space == "lab" and cfg.net.get("chroma_gain") == "auto":
-        model.eval()
-        gain = calibrate_chroma_gain(model, val)
-        bar.write(f"chroma gain calibrated on validation patches: {gain:.3f}")
-    final = run_dir / "model.pt"
-    _save_atomic({"config": cfg.to_dict(), "state_dict": model.state_dict(), "steps": step,
-                  "wall_seconds": round(elapsed, 1), "command": command,
-                  "val_psnr": history["val_psnr"][-1] if history["val_psnr"] else None}, final)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    if run_dir.resolve().parent == RUNS_DIR.resolve():  # only real runs update the committed curves
-        shutil.copyfile(run_dir / "loss.png", RESULTS_DIR / f"{cfg.name}-loss.png")
-    return final
 
 
 def load_trained(path: Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -13,10 +13,10 @@ import torch
 from export.manifest import read_manifest
 from export.onnx_export import describe_io
 from export.parity import ParityError, check_parity, random_inputs, session
-from export.pipeline import IN_CHANNELS, export_model
+from export.pipeline import export_model
 from services.inference.registry import Manifest
-from training.config import CONFIG_DIR, MODEL_NAMES, TrainConfig
-from training.models import build_net
+from training.builders import build_net
+from training.config import CHANNELS, CONFIG_DIR, MODEL_NAMES, TrainConfig
 
 
 def _blob(cfg: TrainConfig) -> dict:
@@ -48,7 +48,7 @@ def test_onnx_contract(exported, name: str):
     assert (in_name, out_name) == ("input", "output")
     assert in_type == out_type == onnx.TensorProto.FLOAT
     assert isinstance(in_dims[0], str) and isinstance(in_dims[2], str) and isinstance(in_dims[3], str)
-    assert in_dims[1] == IN_CHANNELS[name] and out_dims[1] == (1 if name == "doc-denoise" else 3)
+    assert (in_dims[1], out_dims[1]) == CHANNELS[name]
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -57,8 +57,8 @@ def test_parity_random_and_real(exported, name: str):
     model = models[name]
     rng = np.random.default_rng(1)
     m = model.multiple_of
-    real = [("photo-like", np.clip(rng.normal(0.5, 0.2, (1, IN_CHANNELS[name], 7 * m, 3 * m)), 0, 1).astype(np.float32))]
-    report = check_parity(model, out / f"{name}.onnx", random_inputs(IN_CHANNELS[name], m, seed=3) + real)
+    real = [("photo-like", np.clip(rng.normal(0.5, 0.2, (1, CHANNELS[name].inputs, 7 * m, 3 * m)), 0, 1).astype(np.float32))]
+    report = check_parity(model, out / f"{name}.onnx", random_inputs(CHANNELS[name].inputs, m, seed=3) + real)
     assert report.ok and report.max_abs_error <= 1e-4 and len(report.cases) == 5
 
 

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import CONFIG_DIR, LEG_CONFIGS, TrainConfig
+from training.builders import build_net
+from training.config import CONFIG_DIR, LEG_CONFIGS, OptimConfig, TrainConfig
 from training.data.degrade import DirtOptions, corrupt_page, light_dirt, specks
 from training.data.fonts import eval_typewriter_fonts, training_fonts
 from training.data.pages import binarize, ink_bleed, render_heavy_page, render_page, render_scan_page, \
     render_typewriter_page, SCAN_KINDS
 from training.data.tasks import DocDenoiseTask, _rng
 from training.evalsets import CLEAN_IN_QUICK, clean_in_pages
-from training.models import build_net
+from training.objectives import objective_for
 from training.quality.doc import MAX_INK_SHIFT, evaluate_clean_in, ink_lightened_pct, ink_mean_shift, \
     text_change_pct
-from training.train import compute_loss, ink_charbonnier
 
 REPO = Path(__file__).resolve().parents[2]
 KINDS = {"plain": 1.0, "heavy": 1.0, "typewriter": 1.0, "headings": 1.0, "colour": 1.0}
@@ -145,20 +145,33 @@ def test_clean_in_pages_are_fixed_clean_and_typed_in_an_eval_font():
     assert {f.name for f in eval_typewriter_fonts()}.isdisjoint({f.name for f in training_fonts()})
 
 
+class _Echo(torch.nn.Module):
+    """A "model" whose output is its input."""
+
+    def forward_with_code(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, x
+
+
+def _ink_loss(output: torch.Tensor, y: torch.Tensor, ink_weight: float = 0.5) -> torch.Tensor:
+    """The documents' objective (``ink_charbonnier``) of ``output`` against ``y``."""
+    objective = objective_for(OptimConfig(loss="ink_charbonnier", alpha_weight=ink_weight))
+    return objective(_Echo(), clean=y, inputs=output)[0]
+
+
 def test_ink_loss_charges_lightening_ink_more():
     y = torch.ones(1, 1, 8, 8)
     y[..., :4, :] = 0.0
     lighter, darker = y.clone(), y.clone()
     lighter[..., :4, :] += 0.2
     darker[..., 4:, :] -= 0.2  # the same error on paper
-    assert ink_charbonnier(lighter, y) > 1.5 * ink_charbonnier(darker, y)
+    assert _ink_loss(lighter, y) > 1.5 * _ink_loss(darker, y)
     plain = torch.sqrt((lighter - y) ** 2 + 1e-6).mean()
-    assert ink_charbonnier(lighter, y, ink_weight=0.0) == pytest.approx(plain.item())
-    assert torch.isfinite(ink_charbonnier(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4)))  # no ink: no 0/0
+    assert _ink_loss(lighter, y, ink_weight=0.0) == pytest.approx(plain.item())
+    assert torch.isfinite(_ink_loss(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4)))  # no ink: no 0/0
 
 
 def test_v3_is_the_shipped_doc_config_and_warm_starts_from_the_shipped_onnx():
-    from training.legs import load_promoted, onnx_weights
+    from training.warm_start import load_promoted, onnx_weights
 
     assert LEG_CONFIGS["doc-denoise"] == "doc-denoise-v3"
     cfg = TrainConfig.load(CONFIG_DIR / "doc-denoise-v3.json")
@@ -169,4 +182,4 @@ def test_v3_is_the_shipped_doc_config_and_warm_starts_from_the_shipped_onnx():
     assert not report["new"] and not report["adapted"]
     x, y = DocDenoiseTask(seed=0, crop=48, batch_size=2, pages=2,
                           **{k: v for k, v in cfg.data.items() if k not in ("crop", "batch_size", "pages")}).batch(0)
-    assert torch.isfinite(compute_loss(model, x, y, cfg.optim.loss, cfg.optim.clean_weight, cfg.optim.alpha_weight))
+    assert torch.isfinite(objective_for(cfg.optim)(model, clean=y, inputs=x)[0])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import CONFIG_DIR, MODEL_NAMES, TrainConfig
+from training.config import CHANNELS, CONFIG_DIR, MODEL_NAMES, TrainConfig
 from training.train import load_trained, lr_at, train
 
 SMOKE_DATA = {"doc-denoise": {"crop": 48, "batch_size": 2, "pages": 2},
@@ -60,7 +60,7 @@ def test_smoke_train(name: str, tmp_path: Path):
     assert history["step"] == [1, 2, 3] and all(np.isfinite(history["loss"]))
     model, blob = load_trained(final)
     assert blob["steps"] == 3 and blob["config"] == cfg.to_dict()
-    c_in = {"doc-denoise": 1, "photo-denoise": 3, "watermark": 3, "colorize": 1}[cfg.kind]
+    c_in = CHANNELS[cfg.kind].inputs
     m = model.multiple_of
     out, code = model.forward_with_code(torch.rand(1, c_in, 2 * m, 3 * m))
     assert out.shape[-2:] == (2 * m, 3 * m) and code.dim() == 4

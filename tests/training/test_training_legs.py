@@ -11,14 +11,15 @@ import pytest
 import torch
 
 from export.onnx_export import export_onnx
-from training.config import CONFIG_DIR, TrainConfig
+from training.builders import build_net
+from training.config import CHANNELS, CONFIG_DIR, MODEL_NAMES, TrainConfig, leg_config
 from training.data.noise import random_noise_with_level
 from training.evalsets import condition_sigma, photo_condition
-from training.legs import LegSettings, leg_lr, load_promoted, onnx_weights, run_leg
-from training.models import build_net
+from training.legs import LegSettings, leg_lr, run_leg
 from training.nets.noise_aware import NoiseAwareDenoiser
 from training.promote import decide, promote_leg, read_legs
 from training.train import load_trained
+from training.warm_start import load_promoted, onnx_weights
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "services" / "models"
@@ -86,6 +87,23 @@ def test_leg_schedule_is_a_warm_restart_over_the_time_budget():
     assert leg_lr(0.0, 60.0, 10, 1e-3, 1e-6, 10) == pytest.approx(1e-3)
     assert leg_lr(30.0, 60.0, 500, 1e-3, 1e-6, 10) == pytest.approx(0.5 * (1e-3 + 1e-6))
     assert leg_lr(90.0, 60.0, 900, 1e-3, 1e-6, 10) == pytest.approx(1e-6)
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_each_leg_config_takes_every_shipped_weight_and_reproduces_the_shipped_graph(model: str):
+    """A leg warm-starts from the shipped ONNX by parameter name: every initializer must land in the leg config's
+    network, which must then compute what the shipped graph computes."""
+    from export.parity import session
+
+    net = build_net(TrainConfig.load(CONFIG_DIR / f"{leg_config(model)}.json")).eval()
+    report = load_promoted(net, onnx_weights(SHIPPED / f"{model}.onnx"))
+    assert (report["adapted"], report["new"]) == ([], []), report
+    x = np.random.default_rng(0).random((1, CHANNELS[model].inputs, 2 * net.multiple_of, 3 * net.multiple_of),
+                                        dtype=np.float32)
+    shipped = session(SHIPPED / f"{model}.onnx").run(None, {"input": x})[0]
+    with torch.no_grad():
+        ours = net(torch.from_numpy(x)).numpy()
+    assert np.abs(ours - shipped).max() <= 1e-4
 
 
 def _smoke_config(tmp_path: Path) -> Path:

@@ -285,7 +285,7 @@ def render_heading_page(rng: np.random.Generator, fonts: list[FontFamily], width
 def render_colour_page(rng: np.random.Generator, fonts: list[FontFamily], width: int = 800, height: int = 1000,
                        text: list[str] | None = None) -> np.ndarray:
     """The BT.601 luma of a page with colour, which is what the service feeds the gray model for a colour scan
-    (services/inference.py): bands of text in a colour ink (luma 0.08–0.6), tinted boxes behind text (the
+    (services/inference/runner.py): bands of text in a colour ink (luma 0.08–0.6), tinted boxes behind text (the
     paper darkens, the ink stays ink) and sometimes a coloured banner heading. Luma is linear in RGB, so
     drawing in gray at the colours' luma gives the same pixels as drawing in colour and converting."""
     page = render_heading_page(rng, fonts, width, height, text) if rng.random() < 0.4 else \

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import CHANNELS
 from ..nets.ab_bins import ab_bin_centres, class_prior, nearest_bin, rebalance_weights
 from ..nets.color import rgb_to_lab
 from .degrade import DirtOptions, corrupt_page, light_dirt
@@ -129,8 +130,8 @@ class DocDenoiseTask:
     clean_fraction: float = 0.0
     light_fraction: float = 0.0
     dirt: dict[str, float] | None = None
-    in_channels: int = 1
-    out_channels: int = 1
+    in_channels: int = CHANNELS["doc-denoise"].inputs
+    out_channels: int = CHANNELS["doc-denoise"].outputs
 
     def __post_init__(self) -> None:
         if self.page_kinds is None:
@@ -193,8 +194,8 @@ class PhotoDenoiseTask:
     # Noise-aware models: targets carry the true noise std map as a 4th channel, and the noise mix of
     # noise.random_noise_with_level (clean inputs, more low σ, gray patches) is used.
     with_level: bool = False
-    in_channels: int = 3
-    out_channels: int = 3
+    in_channels: int = CHANNELS["photo-denoise"].inputs
+    out_channels: int = CHANNELS["photo-denoise"].outputs
 
     def __post_init__(self) -> None:
         self._sampler = TexturedPhotoSampler(self.photos) if self.texture_weighting else None
@@ -230,8 +231,8 @@ class WatermarkTask:
     # mark, and a model that only ever saw marked patches finds marks everywhere (clean photos came back at 30 dB).
     clean_fraction: float = 0.0
     fonts: list[FontFamily] = field(default_factory=training_fonts)
-    in_channels: int = 3
-    out_channels: int = 3
+    in_channels: int = CHANNELS["watermark"].inputs
+    out_channels: int = CHANNELS["watermark"].outputs
 
     def __post_init__(self) -> None:
         self._pages = render_pages(self.seed + 1, self.pages, self.fonts) if self.document_fraction > 0 else []
@@ -266,12 +267,12 @@ class ColorizeTask:
     crop: int = 128
     batch_size: int = 16
     texture_weighting: bool = False
-    # rebalance = λ > 0 (class-head colorizers; train.ab_class_loss): a 4th target channel carries each pixel's
+    # rebalance = λ > 0 (class-head colorizers; objectives.AbClassCrossEntropy): a 4th target channel carries each pixel's
     # class-rebalancing weight (nets/ab_bins.rebalance_weights; the prior p̃ is measured on these photos).
     rebalance: float = 0.0
     bin_size: float = 10.0
-    in_channels: int = 1
-    out_channels: int = 3
+    in_channels: int = CHANNELS["colorize"].inputs
+    out_channels: int = CHANNELS["colorize"].outputs
 
     def __post_init__(self) -> None:
         self._sampler = TexturedPhotoSampler(self.photos) if self.texture_weighting else None

@@ -100,7 +100,9 @@ class UNet(nn.Module):
         """Height and width must be multiples of this (one halving per level, plus the unshuffle)."""
         return (2 ** (len(self.config.widths) - 1)) * (2 if self.config.unshuffle else 1)
 
-    def forward_with_code(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _trunk(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The tail's raw output at the input's resolution (before any residual, unblend or activation) and
+        the bottleneck code."""
         h = self.unshuffle(x)
         if self.config.cond_channels:
             if cond is None:
@@ -116,10 +118,12 @@ class UNet(nn.Module):
         h = code
         for i in reversed(range(len(self.ups))):
             h = self.decoders[i](self.ups[i](h) + skips[i])
-        y = self.shuffle(self.tail(h))
+        return self.shuffle(self.tail(h)), code
+
+    def forward_with_code(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y, code = self._trunk(x, cond)
         if self.config.out_activation == "unblend":
-            alpha, colour = self._opacity_colour(y)
-            y = (x - alpha * colour) / (1.0 - alpha)
+            y = self._unblend(x, y)
             return (y if self.training else y.clamp(0.0, 1.0)), code
         if self.config.residual:
             if self.config.in_channels == self.config.out_channels:
@@ -138,29 +142,21 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         return self.forward_with_code(x, cond)[0]
 
-    def _opacity_colour(self, t: Tensor) -> tuple[Tensor, Tensor]:
+    def _unblend(self, x: Tensor, t: Tensor) -> Tensor:
+        """Inverts the alpha blend with the opacity and colour the tail predicts: (x - a·c) / (1 - a)."""
         alpha = torch.sigmoid(t[:, :1]) * MAX_OPACITY
         tau = float(self.config.opacity_threshold)
         if tau > 0:
             alpha = torch.relu(alpha - tau) * (MAX_OPACITY / (MAX_OPACITY - tau))
-        return alpha, torch.sigmoid(t[:, 1:])
+        return (x - alpha * torch.sigmoid(t[:, 1:])) / (1.0 - alpha)
 
     def predict_opacity(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(restored image, opacity logit) of an unblend model, for the auxiliary opacity loss."""
+        """(restored image, opacity logit) of an unblend model, for the auxiliary opacity loss; the image is not
+        clamped, in training as in eval mode."""
         if self.config.out_activation != "unblend":
             raise ValueError("predict_opacity needs out_activation='unblend'")
-        h = self.head(self.unshuffle(x))
-        skips: list[Tensor] = []
-        for enc, down in zip(self.encoders, self.downs):
-            h = enc(h)
-            skips.append(h)
-            h = down(h)
-        h = self.bottleneck(h)
-        for i in reversed(range(len(self.ups))):
-            h = self.decoders[i](self.ups[i](h) + skips[i])
-        t = self.shuffle(self.tail(h))
-        alpha, colour = self._opacity_colour(t)
-        return (x - alpha * colour) / (1.0 - alpha), t[:, :1]
+        t, _ = self._trunk(x, None)
+        return self._unblend(x, t), t[:, :1]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,17 +1,17 @@
-"""Builds the network and the batch source for a :class:`TrainConfig` (the one place that maps kinds to code)."""
+"""Builds the network, the batch source and the optimiser for a :class:`TrainConfig` (the one place that maps
+kinds to code)."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-from .config import TrainConfig
+from .config import CHANNELS, TrainConfig
 from .data.sources import load_training_photos
 from .data.tasks import ColorizeTask, DocDenoiseTask, PhotoDenoiseTask, WatermarkTask, photo_cache_dir
 from .nets.colorizer import Colorizer
 from .nets.noise_aware import NoiseAwareDenoiser
 from .nets.unet import UNet, UNetConfig
-
-CHANNELS = {"doc-denoise": (1, 1), "photo-denoise": (3, 3), "colorize": (1, 3), "watermark": (3, 3)}
 
 
 def build_net(cfg: TrainConfig) -> nn.Module:
@@ -24,8 +24,8 @@ def build_net(cfg: TrainConfig) -> nn.Module:
     noise_estimator = net.pop("noise_estimator", None)  # {width, depth, smooth}: a noise-aware denoiser
     # "auto": calibrated after training (see train.py)
     chroma_gain = 1.0 if isinstance(gain, str) else float(gain)
-    cin, cout = CHANNELS[cfg.kind]
-    unet_cfg = UNetConfig(**{"in_channels": cin, "out_channels": cout, **net})
+    channels = CHANNELS[cfg.kind]
+    unet_cfg = UNetConfig(**{"in_channels": channels.inputs, "out_channels": channels.outputs, **net})
     if cfg.kind == "colorize":
         return Colorizer(unet_cfg, space=space, chroma_gain=chroma_gain, luma_lock=luma_lock,
                          chroma_filter=chroma_filter, class_head=class_head)
@@ -49,3 +49,8 @@ def build_task(cfg: TrainConfig, photos: list | None = None):  # -> one of the t
     if cfg.kind == "colorize":
         return ColorizeTask(photos, seed=cfg.seed, **data)
     raise ValueError(f"unknown model kind {cfg.kind!r}")
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW at the config's peak LR (the loops set each step's LR themselves)."""
+    return torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
