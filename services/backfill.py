@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import redis
 from PIL import Image
@@ -41,7 +42,11 @@ Progress = Callable[["BackfillStatus"], None]
 
 
 @dataclass(frozen=True)
-class BackfillPlan:
+class PrefixPlan:
+    """What to restore below one folder or S3 prefix, and where to: what a backfill and a watch share.
+
+    The id is derived from the request (same request, same id), and is what a restart finds its state by.
+    """
     task: Task
     source: str  # s3://bucket/prefix/ or a folder
     output: str  # s3://bucket/prefix/ or a folder
@@ -49,18 +54,31 @@ class BackfillPlan:
     options: JobOptions = field(default_factory=JobOptions)
     include: tuple[str, ...] = tuple(DEFAULT_INCLUDE)
 
+    ID_PREFIX: ClassVar[str]
+    KIND: ClassVar[str]  # the batch kind its records carry
+
     @property
     def root(self) -> str:
         return prefix_root(self.source)
 
     @property
-    def backfill_id(self) -> str:
-        """The same request gives the same id, which is what ``--resume`` finds."""
-        return request_id("bf", self.task, self.profile, self.root, self.output, self.include, self.options)
+    def plan_id(self) -> str:
+        return request_id(self.ID_PREFIX, self.task, self.profile, self.root, self.output, self.include, self.options)
 
     def batch(self, owner: str | None = None) -> Batch:
-        return Batch(id=self.backfill_id, kind="backfill", task=self.task, profile=self.profile, options=self.options,
+        return Batch(id=self.plan_id, kind=self.KIND, task=self.task, profile=self.profile, options=self.options,
                      source=self.root, output_prefix=self.output, owner=owner)
+
+
+@dataclass(frozen=True)
+class BackfillPlan(PrefixPlan):
+    ID_PREFIX: ClassVar[str] = "bf"
+    KIND: ClassVar[str] = "backfill"
+
+    @property
+    def backfill_id(self) -> str:
+        """What ``--resume`` finds."""
+        return self.plan_id
 
     def inputs(self, storage: StorageRouter, start_after: str | None = None) -> Iterator[ObjectInfo]:
         """What the backfill restores: matching files below the root, except its own output folder and the

@@ -30,16 +30,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .backfill import PrefixPlan
 from .errors import ConfigurationError, InvalidJobError
-from .jobs import DEFAULT_INCLUDE, Job, JobError, JobOptions, JobState, Profile, Task, in_restored_folder
-from .queue.batch_store import Batch
+from .jobs import Job, JobError, JobState, Task, in_restored_folder
 from .queue.job_store import JobStore
-from .queue.submission import output_for, prefix_root, request_id
+from .queue.submission import output_for, prefix_root
 from .restorer import Restorer, attempt
 from .storage import ObjectInfo, StorageRouter, is_s3_url, local_path, matches_any, split_s3_url
 
@@ -69,14 +69,11 @@ def is_temporary(name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class WatchPlan:
-    task: Task
-    source: str  # a folder or s3://bucket/prefix/
-    output: str  # a folder or s3://bucket/prefix/
-    profile: Profile = Profile.auto
-    options: JobOptions = field(default_factory=JobOptions)
-    include: tuple[str, ...] = tuple(DEFAULT_INCLUDE)
+class WatchPlan(PrefixPlan):
     queued: bool = False
+
+    ID_PREFIX: ClassVar[str] = "wt"
+    KIND: ClassVar[str] = "watch"
 
     @classmethod
     def create(cls, task: Task, source: str, output: str, **fields) -> "WatchPlan":
@@ -87,18 +84,12 @@ class WatchPlan:
         return cls(task=task, source=canonical(source), output=canonical(output), **fields)
 
     @property
-    def root(self) -> str:
-        return prefix_root(self.source)
-
-    @property
     def watch_id(self) -> str:
-        """The same request gives the same id, and so the same state file: a restart continues."""
-        return request_id("wt", self.task, self.profile, self.root, self.output, self.include, self.options)
+        """The same id gives the same state file: a restart continues."""
+        return self.plan_id
 
     def output_url(self, input_url: str) -> str:
-        batch = Batch(id=self.watch_id, kind="watch", task=self.task, profile=self.profile, options=self.options,
-                      source=self.root, output_prefix=self.output)
-        return output_for(batch, input_url, self.root)
+        return output_for(self.batch(), input_url, self.root)
 
     def default_state_file(self) -> Path:
         """Beside the output (a local output folder), else in the current folder."""
