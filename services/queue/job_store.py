@@ -189,7 +189,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 local id = redis.call('HGET', KEYS[1], 'id')
 redis.call('ZREM', KEYS[3], id)
-local now = tonumber(redis.call('TIME')[1])
+local clock = redis.call('TIME')  -- to the microsecond: failures in one second keep their order
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 redis.call('ZADD', KEYS[4], now, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[2]))
 if ARGV[4] == '1' then

@@ -141,3 +141,15 @@ def test_cancelling_does_not_dead_letter(env) -> None:
     job = _queued(settings, store, submitter)
     assert store.cancel(job.id)
     assert store.dead_letters() == []
+
+
+def test_dead_letters_list_failures_newest_first_within_one_second(env) -> None:
+    # Failures within one second must keep their order: `monitor` shows the newest first. Failing in descending id
+    # order makes Redis's tie-break (members in reverse lexicographic order) the oldest-first order.
+    settings, store, submitter = env
+    jobs = sorted((_queued(settings, store, submitter) for _ in range(5)), key=lambda j: j.id, reverse=True)
+    for job in jobs:
+        store.start(job.id, "w1", 60_000)
+        store.fail(job.id, JobError(type="bad_image", message="corrupt"))
+
+    assert store.dead_letters() == [job.id for job in reversed(jobs)]
