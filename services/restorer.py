@@ -20,7 +20,7 @@ from .imaging.codecs import decode, encode
 from .imaging.documents import document_kind, restore_document
 from .inference.content import guess_profile
 from .inference.registry import LoadedModel, ModelRegistry
-from .inference.runner import InferenceOutput, TileSettings, run_model
+from .inference.runner import InferenceOutput, TileSettings, run_largest_tile_batch, run_model
 from .jobs import Job, JobError, OutputInfo, Profile, RestoreOutcome, StageTimings, Task, bounded_tile_size
 from .storage import StorageRouter
 
@@ -92,13 +92,30 @@ class Restorer:
         profile = self._profile(job, pixels)
         spec = self.registry.resolve(job.task.value, profile)
         model = self.registry.load(spec)
-        tiling = TileSettings(
-            tile_size=(bounded_tile_size(job.options.tile_size) if job.options.tile_size else
+        tiling = self.tiling_for(model, job.options.tile_size)
+        return run_model(model, pixels, tiling, keeps_gray=job.task is not Task.colorize), model, profile
+
+    def tiling_for(self, model: LoadedModel, requested_tile_size: int | None = None) -> TileSettings:
+        """A job's tile size if it asks for one, else the settings', else the model's own."""
+        spec = model.spec
+        return TileSettings(
+            tile_size=(bounded_tile_size(requested_tile_size) if requested_tile_size else
                        self.settings.tile_size or spec.tiling.tile_size),
             overlap=self.settings.tile_overlap if self.settings.tile_overlap is not None else spec.tiling.overlap,
             batch_size=self.settings.tile_batch_size,
         )
-        return run_model(model, pixels, tiling, keeps_gray=job.task is not Task.colorize), model, profile
+
+    def warm_up(self, model: LoadedModel) -> None:
+        """Brings ``model``'s memory to its working size at load (workers: their memory is then flat job after job,
+        whatever the image sizes, unless a job asks for larger tiles than the default)."""
+        started = time.perf_counter()
+        try:
+            shape = run_largest_tile_batch(model, self.tiling_for(model))
+        except Exception as exc:  # an optimisation: the job that loaded the model must not fail because of it
+            log.warning("model warm-up failed", extra={"model": model.qualified_name, "error": str(exc)})
+            return
+        log.info("model warmed up", extra={"model": model.qualified_name, "shape": list(shape),
+                                           "seconds": round(time.perf_counter() - started, 3)})
 
     @staticmethod
     def _profile(job: Job, pixels) -> str | None:

@@ -31,7 +31,7 @@ from celery import signals  # noqa: E402
 from . import metrics, webhooks  # noqa: E402
 from .config import get_settings  # noqa: E402
 from .errors import TransientError  # noqa: E402
-from .inference.registry import ModelRegistry  # noqa: E402
+from .inference.registry import LoadedModel, ModelRegistry  # noqa: E402
 from .job_runner import JobRunner, RetryLater, retry_delay  # noqa: E402
 from .jobs import Job  # noqa: E402
 from .logs import configure_logging  # noqa: E402
@@ -57,10 +57,14 @@ def runner() -> JobRunner:
     global _runner
     if _runner is None:
         settings = get_settings()
-        registry = ModelRegistry.from_settings(
-            settings, on_load=lambda m: metrics.record_model_load(m.qualified_name, m.provider, m.load_seconds))
-        _runner = JobRunner(settings, job_store(settings), Restorer(settings, registry=registry),
-                            notify=_send_notification)
+
+        def loaded(model: LoadedModel) -> None:
+            metrics.record_model_load(model.qualified_name, model.provider, model.load_seconds)
+            restorer.warm_up(model)  # memory at its working size from the first job on (bench/soak.py)
+
+        registry = ModelRegistry.from_settings(settings, on_load=loaded)
+        restorer = Restorer(settings, registry=registry)
+        _runner = JobRunner(settings, job_store(settings), restorer, notify=_send_notification)
     return _runner
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import InferenceError
 from .content import LUMA
 from .registry import LoadedModel
-from .tiling import TilePlan, run_tiled
+from .tiling import TilePlan, round_up, run_tiled
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,15 @@ def run_model(
     plan = TilePlan.for_image(height, width, size, min(tiles.overlap, size // 2), spec.tiling.multiple_of)
     run_tiled(plan, read, infer, sink, out_channels=produced, batch_size=tiles.batch_size)
     return InferenceOutput(out, plan.count)
+
+
+def run_largest_tile_batch(model: LoadedModel, tiles: TileSettings) -> tuple[int, ...]:
+    """Runs the largest tile batch that ``tiles`` can feed ``model``, once, and returns its shape.
+
+    ONNX Runtime keeps the memory that the largest input so far needed: without this, a worker's memory grows job by
+    job as images of new sizes arrive (tiles shrink to small images), and a limit is met mid-job instead of at load.
+    """
+    side = round_up(tiles.tile_size, model.spec.tiling.multiple_of)
+    shape = (tiles.batch_size, model.spec.input.channels, side, side)
+    model.run(np.zeros(shape, dtype=np.float32))
+    return shape
