@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 from click.testing import CliRunner
@@ -16,26 +15,23 @@ from services.cli.common import cli
 from services.config import Settings
 from services.errors import TransientStorageError
 from services.job_runner import JobRunner, RetryLater
-from services.jobs import Job, JobError, JobState, StageTimings, Task
+from services.jobs import Job, JobError, JobState, StageTimings
 from services.queue import celery_app
 from services.queue.celery_app import create_app
 from services.queue.job_store import JobStore
+from tests.support.namespaces import isolated_settings, isolated_store
 
 WORKER = "w1@test"
 
 
 @pytest.fixture()
 def config(redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, key_prefix=f"rq-{uuid.uuid4().hex[:8]}:",
-                    queue_prefix=f"rq{uuid.uuid4().hex[:8]}.", max_retries=2)
+    return isolated_settings(redis_url, "rq", max_retries=2)
 
 
 @pytest.fixture()
 def store(config: Settings):
-    store = JobStore.from_url(config.redis_url, config.key_prefix, config.job_ttl_seconds)
-    yield store
-    keys = list(store.redis.scan_iter(f"{config.key_prefix}*")) + [config.queue_for(t.value) for t in Task]
-    store.redis.delete(*keys)
+    yield from isolated_store(config)
 
 
 class FlakyStorageRestorer:

@@ -3,7 +3,6 @@ submission, since the worker resolves paths in its own working folder (often on 
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 from click.testing import CliRunner
@@ -11,23 +10,19 @@ from click.testing import CliRunner
 from services.cli import submit as submit_verb
 from services.cli.common import cli
 from services.config import Settings
-from services.jobs import Job, Task
-from services.queue.job_store import JobStore
+from services.jobs import Job
 from services.storage import LocalStorage, local_path
+from tests.support.namespaces import isolated_settings, isolated_store
 
 
 @pytest.fixture()
 def config(redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, key_prefix=f"sp-{uuid.uuid4().hex[:8]}:",
-                    queue_prefix=f"sp{uuid.uuid4().hex[:8]}.")
+    return isolated_settings(redis_url, "sp")
 
 
 @pytest.fixture()
 def store(config: Settings):
-    store = JobStore.from_url(config.redis_url, config.key_prefix, config.job_ttl_seconds)
-    yield store
-    keys = list(store.redis.scan_iter(f"{config.key_prefix}*")) + [config.queue_for(t.value) for t in Task]
-    store.redis.delete(*keys)
+    yield from isolated_store(config)
 
 
 def test_a_relative_input_and_output_are_resolved_where_submit_runs(config, store, tmp_path, monkeypatch):
