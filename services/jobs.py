@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from .errors import UnsupportedImageError
-from .imaging.codecs import EXTENSIONS, normalize_format
+from .imaging.codecs import EXTENSIONS, PAGE_FOLDER_FORMATS, normalize_format
 
 
 class Task(str, Enum):
@@ -54,7 +54,8 @@ class JobOptions(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    output_format: str | None = Field(None, description="png, jpeg, tiff, webp or bmp; default: the input's format")
+    output_format: str | None = Field(None, description="png, jpeg, tiff, webp or bmp; documents also pdf, png-pages, "
+                                      "jpeg-pages or tiff-pages (a folder of page images); default: the input's format")
     jpeg_quality: int | None = Field(None, ge=1, le=100)
     tile_size: int | None = Field(None, ge=32, le=4096)
 
@@ -206,11 +207,13 @@ VARIANTS = frozenset(variant_name(task, profile) for task in Task for profile in
 
 
 def output_name(name: str, output_format: str | None) -> str:
-    """The one naming rule for a result: an explicit output format gives its extension, a GIF input gets ``.png``
-    (the format it is written in), anything else keeps its name. ``name`` may carry folders (``a/p1.gif``)."""
+    """The one naming rule for a result: an explicit output format gives its extension (a folder of page images:
+    ``ledger.pdf`` → ``ledger/``), a GIF input gets ``.png`` (the format it is written in), anything else keeps its
+    name. ``name`` may carry folders (``a/p1.gif``)."""
     stem, suffix = posixpath.splitext(name)
     if output_format:
-        return stem + EXTENSIONS[normalize_format(output_format)]
+        fmt = normalize_format(output_format)
+        return stem + ("/" if fmt in PAGE_FOLDER_FORMATS else EXTENSIONS[fmt])
     if suffix.lower() == ".gif":
         return stem + ".png"
     return name

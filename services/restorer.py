@@ -17,7 +17,7 @@ import numpy as np
 from .config import Settings
 from .errors import ImgRestoreError
 from .imaging.codecs import decode, encode
-from .imaging.documents import document_kind, restore_document
+from .imaging.documents import document_kind, refuse_document_format_for_image, restore_document
 from .inference.content import guess_profile
 from .inference.registry import LoadedModel, ModelRegistry
 from .inference.runner import InferenceOutput, TileSettings, run_largest_tile_batch, run_model
@@ -51,6 +51,7 @@ class Restorer:
             data = self.storage.read(job.input_url)
         if document_kind(data) is not None:  # PDF, multi-page or bilevel TIFF: page by page through infer()
             return restore_document(self, job, data, timings)
+        refuse_document_format_for_image(job.options.output_format)
         with _stage(timings, "decode"):
             image = decode(data, self.settings.max_pixels)
             del data

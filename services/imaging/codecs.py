@@ -33,6 +33,13 @@ OUTPUT_FORMAT_OF = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "TIFF": "TIFF",
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "TIFF": "image/tiff", "WEBP": "image/webp", "BMP": "image/bmp"}
 FORMAT_ALIASES = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}
+# Outputs only a document (PDF, multi-page or bilevel TIFF) is written as (services/imaging/documents.py): a PDF, or a
+# folder (S3: a prefix) with one image file per page in the format named.
+PAGE_FOLDER_FORMATS = {"PNG-PAGES": "PNG", "JPEG-PAGES": "JPEG", "TIFF-PAGES": "TIFF"}
+DOCUMENT_ONLY_FORMATS = frozenset({"PDF", *PAGE_FOLDER_FORMATS})
+FORMAT_ALIASES.update({"pdf": "PDF", "png-pages": "PNG-PAGES", "jpg-pages": "JPEG-PAGES", "jpeg-pages": "JPEG-PAGES",
+                       "tif-pages": "TIFF-PAGES", "tiff-pages": "TIFF-PAGES"})
+EXTENSIONS["PDF"] = ".pdf"
 
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 _ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
@@ -80,7 +87,8 @@ def normalize_format(name: str | None) -> str | None:
         return None
     fmt = FORMAT_ALIASES.get(name.strip().lower().lstrip("."))
     if fmt is None:
-        raise UnsupportedImageError(f"output format {name!r} is not supported; use one of png, jpeg, tiff, webp, bmp")
+        raise UnsupportedImageError(f"output format {name!r} is not supported; use one of png, jpeg, tiff, webp, bmp "
+                                    "(documents also: pdf, png-pages, jpeg-pages, tiff-pages)")
     return fmt
 
 

@@ -12,6 +12,10 @@ restored pages back:
   its content replaced by the restored rendering; born-digital pages (no page-sized image) are left untouched and
   counted as passed through.
 - **Bilevel**: a 1-bit page comes back 1-bit (see ``bilevel_threshold``), Group 4 in TIFF and CCITT G4 in PDF.
+- **Other outputs** (``--format``, ``document_output``): a PDF can be written as a multi-page TIFF and a TIFF as a PDF
+  (one image per page, sized from its DPI), either as a folder (S3: a prefix) of page images ``page-0001.png``…
+  (``png-pages``, ``jpeg-pages``, ``tiff-pages``); a one-page document also as a single image. Born-digital PDF
+  pages are then rendered and written as rendered (still counted as passed through).
 - **Streaming**: one decoded page is in memory at a time (plus the compressed input and output documents); the
   output is uploaded once, whole, after the last page — a failure leaves nothing at the output key.
 """
@@ -33,7 +37,8 @@ from PIL import Image, TiffImagePlugin
 from .. import metrics
 from ..errors import DocumentTooLargeError, ImageDecodeError, UnsupportedImageError
 from ..jobs import Job, OutputInfo, PageCounts, RestoreOutcome, StageTimings
-from .codecs import DecodedImage, arrays_image, check_size, frame_arrays, to_uint8
+from .codecs import (CONTENT_TYPES, DOCUMENT_ONLY_FORMATS, EXTENSIONS, PAGE_FOLDER_FORMATS, DecodedImage,
+                     arrays_image, check_size, encode, frame_arrays, to_uint8)
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -168,28 +173,57 @@ def _check_page_count(total: int, limit: int, kind: str) -> None:
         raise ImageDecodeError(f"{kind} has no pages")
 
 
-def restore_document(restorer: PageRestorer, job: Job, data: bytes, timings: StageTimings) -> RestoreOutcome:
-    """Restores a document job end to end (the download already happened) and uploads the result once."""
-    kind = document_kind(data)
-    fmt = job.options.output_format
-    wanted = {"pdf": None, "tiff": "TIFF"}[kind or "tiff"]
-    if fmt not in (None, wanted):
+def document_output(kind: DocumentKind, output_format: str | None) -> str:
+    """What a document is written as: ``PDF``, ``TIFF`` (multi-page), a ``PAGE_FOLDER_FORMATS`` name (one image file
+    per page under the output URL, a folder or an S3 prefix), or a single-image format (one-page documents only)."""
+    if output_format is None:
+        return "PDF" if kind == "pdf" else "TIFF"
+    return output_format
+
+
+def refuse_document_format_for_image(output_format: str | None) -> None:
+    """A single image has no pages to write as a PDF or a page folder: say so instead of guessing."""
+    if output_format in DOCUMENT_ONLY_FORMATS:
         raise UnsupportedImageError(
-            f"a {'PDF' if kind == 'pdf' else 'multi-page TIFF'} is written back as the same kind of document; "
-            f"output format {fmt} would need one file per page: leave the format unset"
+            f"output format {output_format.lower()} is for documents (PDFs, multi-page or bilevel TIFFs); a single "
+            "image is written as png, jpeg, tiff, webp or bmp: restore documents and images in separate runs"
         )
+
+
+def page_file_name(index: int, total: int, fmt: str) -> str:
+    """``page-0001.png``…: zero-padded so the names sort in page order (at least 4 digits)."""
+    return f"page-{index + 1:0{max(4, len(str(total)))}d}{EXTENSIONS[PAGE_FOLDER_FORMATS[fmt]]}"
+
+
+def page_url(folder_url: str, index: int, total: int, fmt: str) -> str:
+    """Where page ``index`` of a page-folder output goes (``folder_url`` with or without its trailing slash)."""
+    return folder_url.rstrip("/") + "/" + page_file_name(index, total, fmt)
+
+
+def restore_document(restorer: PageRestorer, job: Job, data: bytes, timings: StageTimings) -> RestoreOutcome:
+    """Restores a document job end to end (the download already happened) and uploads the result once: every file
+    of it is written after the last page, so a failed document leaves nothing at its output."""
+    kind = document_kind(data) or "tiff"
+    target = document_output(kind, job.options.output_format)
     progress = _Progress(job, timings, PageCounts(total=0, restored=0))
-    if kind == "pdf":
-        body, content_type, out_format = _restore_pdf(restorer, progress, data), PDF_CONTENT_TYPE, "PDF"
+    if kind == "pdf" and target == "PDF":
+        files = [(job.output_url, _restore_pdf(restorer, progress, data), PDF_CONTENT_TYPE)]
     else:
-        body, content_type, out_format = _restore_tiff(restorer, progress, data), "image/tiff", "TIFF"
+        pages = _pdf_pages(restorer, progress, data) if kind == "pdf" else _tiff_pages(restorer, progress, data)
+        sink = _sink(target, restorer.settings, job, progress.pages.total, kind)
+        for page in pages:
+            with progress.stage("encode"):
+                sink.add(page)
+        files = sink.files(job.output_url)
+        progress.mode = "+".join(dict.fromkeys(sink.modes))
     with progress.stage("upload"):
-        restorer.storage.write(job.output_url, body, content_type)
+        for url, body, content_type in files:
+            restorer.storage.write(url, body, content_type)
     pages = progress.pages
     metrics.record_pages(job.task.value, pages.restored, pages.passed_through)
     width, height = progress.first_size or (0, 0)
     result = OutputInfo(
-        width=width, height=height, mode=progress.mode, format=out_format, bytes=len(body),
+        width=width, height=height, mode=progress.mode, format=target, bytes=sum(len(f[1]) for f in files),
         megapixels=round(progress.megapixels, 6), model=progress.model or "none (no page needed a model)",
         profile=progress.profile, tiles=progress.tiles, pages=pages,
     )
@@ -198,8 +232,131 @@ def restore_document(restorer: PageRestorer, job: Job, data: bytes, timings: Sta
     return RestoreOutcome(result=result, timings=timings, provider=progress.provider or "none")
 
 
-# --- TIFF ----------------------------------------------------------------------------------------------------------
-def _restore_tiff(restorer: PageRestorer, progress: _Progress, data: bytes) -> bytes:
+@dataclass
+class _Page:
+    """One page on its way out: restored pixels (a passed-through PDF page: its rendering) and what the written page
+    keeps of its source."""
+
+    pixels: np.ndarray
+    bilevel: bool  # a 1-bit source page: thresholded back to 1 bit
+    compression: str  # the source's, as Pillow names TIFF compressions ("raw" when none)
+    dpi: tuple[float, float] | None
+    photometric: int | None = None
+
+
+def _sink(target: str, settings: Settings, job: Job, total: int, kind: DocumentKind) -> _TiffSink | _PdfSink | _PageFiles:
+    quality = job.options.jpeg_quality or settings.jpeg_quality
+    if target == "TIFF":
+        return _TiffSink(quality)
+    if target == "PDF":
+        return _PdfSink(quality, settings.pdf_render_dpi)
+    if target in PAGE_FOLDER_FORMATS:
+        return _PageFiles(target, total, quality, settings.png_compress_level)
+    if total > 1:
+        raise UnsupportedImageError(
+            f"the {'PDF' if kind == 'pdf' else 'TIFF'} has {total} pages and {target.lower()} holds one image: ask "
+            f"for {target.lower()}-pages (a folder of page images), tiff or pdf"
+        )
+    return _PageFiles(target, total, quality, settings.png_compress_level, single=True)
+
+
+class _TiffSink:
+    """Pages appended to one multi-page TIFF, in memory (compressed)."""
+
+    def __init__(self, jpeg_quality: int) -> None:
+        self.jpeg_quality = jpeg_quality
+        self.out = io.BytesIO()
+        self.writer = TiffImagePlugin.AppendingTiffWriter(self.out, new=True)
+        self.modes: list[str] = []
+
+    def add(self, page: _Page) -> None:
+        image, options = _tiff_page(page, self.jpeg_quality)
+        self.modes.append(image.mode)
+        image.save(self.writer, format="TIFF", **options)
+        self.writer.newFrame()
+
+    def files(self, url: str) -> list[tuple[str, bytes, str]]:
+        return [(url, self.out.getvalue(), "image/tiff")]
+
+
+class _PdfSink:
+    """Pages as a new PDF, one image per page drawn over the whole page (sized from the page's DPI, else
+    IMGRESTORE_PDF_RENDER_DPI): Group 4 for bilevel pages, JPEG for JPEG pages, deflate otherwise."""
+
+    def __init__(self, jpeg_quality: int, default_dpi: int) -> None:
+        import pikepdf
+
+        self.jpeg_quality, self.default_dpi = jpeg_quality, default_dpi
+        self.pdf = pikepdf.new()
+        self.modes: list[str] = []
+
+    def add(self, page: _Page) -> None:
+        import pikepdf
+
+        height, width = page.pixels.shape[:2]
+        dpi_x, dpi_y = page.dpi or (self.default_dpi, self.default_dpi)
+        size = (width * 72.0 / dpi_x, height * 72.0 / dpi_y)
+        self.pdf.add_blank_page(page_size=size)
+        if page.bilevel:
+            data, params = _g4_strip(to_bilevel(page.pixels))
+            stream = pikepdf.Stream(self.pdf, data)
+            stream.Filter, stream.DecodeParms = pikepdf.Name.CCITTFaxDecode, params
+            stream.BitsPerComponent, stream.ColorSpace, mode = 1, pikepdf.Name.DeviceGray, "1"
+            stream.Type, stream.Subtype, stream.Width, stream.Height = (pikepdf.Name.XObject, pikepdf.Name.Image,
+                                                                       width, height)
+        else:
+            stream, mode = _image_stream(self.pdf, page.pixels, self.jpeg_quality if page.compression == "jpeg" else None)
+        self.modes.append(mode)
+        target = self.pdf.pages[-1]
+        target.obj.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=stream))
+        target.obj.Contents = self.pdf.make_stream(f"q {size[0]:.4f} 0 0 {size[1]:.4f} 0 0 cm /Im0 Do Q".encode())
+
+    def files(self, url: str) -> list[tuple[str, bytes, str]]:
+        out = io.BytesIO()
+        self.pdf.save(out, compress_streams=True)
+        self.pdf.close()
+        return [(url, out.getvalue(), PDF_CONTENT_TYPE)]
+
+
+class _PageFiles:
+    """One image file per page (``page_file_name``), or the only page of a one-page document at the output URL
+    itself (``single``). Held compressed until the last page, then written."""
+
+    def __init__(self, fmt: str, total: int, jpeg_quality: int, png_compress_level: int, single: bool = False) -> None:
+        self.fmt, self.total, self.single = fmt, total, single
+        self.image_format = fmt if single else PAGE_FOLDER_FORMATS[fmt]
+        self.jpeg_quality, self.png_compress_level = jpeg_quality, png_compress_level
+        self.encoded: list[bytes] = []
+        self.modes: list[str] = []
+
+    def add(self, page: _Page) -> None:
+        if self.image_format == "TIFF":  # keeps Group 4 for bilevel pages, as a multi-page TIFF would
+            image, options = _tiff_page(page, self.jpeg_quality)
+            buffer = io.BytesIO()
+            image.save(buffer, format="TIFF", **options)
+            data, mode = buffer.getvalue(), image.mode
+        else:
+            pixels = page.pixels
+            if page.bilevel:  # exactly black and white: encode writes a 1-bit PNG of it
+                pixels = (np.asarray(to_bilevel(pixels), dtype=np.uint8) * 255)[..., None]
+            encoded = encode(pixels, None, self.image_format, jpeg_quality=self.jpeg_quality,
+                             png_compress_level=self.png_compress_level, dpi=page.dpi)
+            data, mode = encoded.data, encoded.mode
+        self.encoded.append(data)
+        self.modes.append(mode)
+
+    def files(self, url: str) -> list[tuple[str, bytes, str]]:
+        content_type = CONTENT_TYPES[self.image_format]
+        if self.single:
+            return [(url, data, content_type) for data in self.encoded]
+        return [(page_url(url, index, self.total, self.fmt), data, content_type)
+                for index, data in enumerate(self.encoded)]
+
+
+# --- TIFF ---------------------------------------------------------------------------------------------------------
+def _tiff_pages(restorer: PageRestorer, progress: _Progress, data: bytes) -> Iterator[_Page]:
+    """Opens the TIFF and checks its page count now (``progress.pages.total`` is set on return); the pages are
+    decoded and restored one at a time as the returned iterator is read."""
     settings = restorer.settings
     with progress.stage("decode"):
         source = Image.open(io.BytesIO(data))
@@ -209,9 +366,8 @@ def _restore_tiff(restorer: PageRestorer, progress: _Progress, data: bytes) -> b
             raise ImageDecodeError(f"corrupt TIFF: its page directory cannot be read: {exc}")
         _check_page_count(total, settings.max_document_pages, "TIFF")
     progress.pages.total = total
-    out = io.BytesIO()
-    modes: list[str] = []
-    with TiffImagePlugin.AppendingTiffWriter(out, new=True) as writer:
+
+    def pages() -> Iterator[_Page]:
         for index in range(total):
             with progress.stage("decode"):
                 try:
@@ -228,40 +384,34 @@ def _restore_tiff(restorer: PageRestorer, progress: _Progress, data: bytes) -> b
                     raise _page_error(index, total, exc)
             pixels = progress.restored(image, restorer)
             del image
-            with progress.stage("encode"):
-                page, options = _tiff_page(pixels, mode, info, photometric,
-                                           progress.job.options.jpeg_quality or settings.jpeg_quality)
-                modes.append(page.mode)
-                del pixels
-                page.save(writer, format="TIFF", **options)
-                writer.newFrame()
-    progress.mode = "+".join(dict.fromkeys(modes))
-    return out.getvalue()
+            dpi = tuple(float(v) for v in info["dpi"]) if info.get("dpi") else None
+            yield _Page(pixels, bilevel=mode == "1" and pixels.shape[2] == 1,
+                        compression=info.get("compression") or "raw", dpi=dpi, photometric=photometric)
+
+    return pages()
 
 
-def _tiff_page(pixels: np.ndarray, source_mode: str, info: dict, photometric: int | None,
-               jpeg_quality: int) -> tuple[Image.Image, dict]:
+def _tiff_page(page: _Page, jpeg_quality: int) -> tuple[Image.Image, dict]:
     """The restored page as a Pillow image, and the TIFF options to save it with."""
-    compression = info.get("compression") or "raw"
     options: dict = {}
-    if source_mode == "1" and pixels.shape[2] == 1:
-        page = to_bilevel(pixels)
-        options["compression"] = _BILEVEL_COMPRESSION.get(compression, "group4")
+    if page.bilevel:
+        image = to_bilevel(page.pixels)
+        options["compression"] = _BILEVEL_COMPRESSION.get(page.compression, "group4")
         # Fax and records exports are usually min-is-white; libtiff stores the bits to match the tag.
-        options["tiffinfo"] = {262: photometric if photometric in (0, 1) else 0}
+        options["tiffinfo"] = {262: page.photometric if page.photometric in (0, 1) else 0}
         if options["compression"] in ("group3", "group4", "tiff_ccitt"):
-            options["tiffinfo"][278] = page.height  # one strip: what fax readers and PDF embedding expect
+            options["tiffinfo"][278] = image.height  # one strip: what fax readers and PDF embedding expect
     else:
-        page = arrays_image(pixels, "TIFF")
-        options["compression"] = _COMPRESSION.get(compression, "tiff_adobe_deflate")
+        image = arrays_image(page.pixels, "TIFF")
+        options["compression"] = _COMPRESSION.get(page.compression, "tiff_adobe_deflate")
         if options["compression"] == "jpeg":
-            if page.mode not in ("L", "RGB"):
+            if image.mode not in ("L", "RGB"):
                 options["compression"] = "tiff_adobe_deflate"
             else:
                 options["quality"] = jpeg_quality
-    if info.get("dpi"):
-        options["dpi"] = tuple(float(v) for v in info["dpi"])
-    return page, options
+    if page.dpi:
+        options["dpi"] = page.dpi
+    return image, options
 
 
 # --- PDF -----------------------------------------------------------------------------------------------------------
@@ -337,10 +487,10 @@ def _replaceable(xobject) -> bool:
     return int(xobject.get("/BitsPerComponent", 8)) in (1, 8)
 
 
-def _restore_pdf(restorer: PageRestorer, progress: _Progress, data: bytes) -> bytes:
+def _open_pdf(settings: Settings, progress: _Progress, data: bytes):
+    """The PDF, its page count checked (``progress.pages.total`` set)."""
     import pikepdf
 
-    settings = restorer.settings
     with progress.stage("decode"):
         try:
             pdf = pikepdf.open(io.BytesIO(data))
@@ -348,9 +498,18 @@ def _restore_pdf(restorer: PageRestorer, progress: _Progress, data: bytes) -> by
             raise UnsupportedImageError("the PDF is encrypted with a password; decrypt it first")
         except pikepdf.PdfError as exc:
             raise ImageDecodeError(f"corrupt PDF: {exc}")
-        total = len(pdf.pages)
-        _check_page_count(total, settings.max_document_pages, "PDF")
-    progress.pages.total = total
+        _check_page_count(len(pdf.pages), settings.max_document_pages, "PDF")
+    progress.pages.total = len(pdf.pages)
+    return pdf
+
+
+def _restore_pdf(restorer: PageRestorer, progress: _Progress, data: bytes) -> bytes:
+    """PDF in, PDF out: scans replaced in place, mixed pages rendered and replaced, born-digital pages untouched."""
+    import pikepdf
+
+    settings = restorer.settings
+    pdf = _open_pdf(settings, progress, data)
+    total = progress.pages.total
     renderer = _Renderer(data, settings.pdf_render_dpi, settings.max_page_pixels)
     modes: list[str] = []
     with pdf:
@@ -393,6 +552,68 @@ def _restore_pdf(restorer: PageRestorer, progress: _Progress, data: bytes) -> by
     renderer.close()
     progress.mode = "+".join(dict.fromkeys(modes))
     return out.getvalue()
+
+
+def _pdf_pages(restorer: PageRestorer, progress: _Progress, data: bytes) -> Iterator[_Page]:
+    """PDF in, pages out (to a TIFF, a page folder): a page's scan is restored at its own resolution; other pages
+    are rendered at IMGRESTORE_PDF_RENDER_DPI, restored, or (born-digital) written as rendered and counted as passed
+    through. A page's /Rotate is applied, so pages come out upright as a viewer shows them."""
+    settings = restorer.settings
+    pdf = _open_pdf(settings, progress, data)
+    total = progress.pages.total
+    renderer = _Renderer(data, settings.pdf_render_dpi, settings.max_page_pixels, replacing=False)
+
+    def pages() -> Iterator[_Page]:
+        with pdf:
+            for index, page in enumerate(pdf.pages):
+                with progress.stage("decode"):
+                    try:
+                        plan = classify_page(page)
+                    except ImageDecodeError as exc:
+                        raise _page_error(index, total, exc.message)
+                rotate = int(page.obj.get("/Rotate", 0)) % 360
+                image = None
+                if plan.kind == "image":
+                    xobject = page.Resources.XObject[plan.image_name]
+                    image = _pdf_image(xobject, index, total, settings.max_page_pixels, progress)
+                if image is not None:
+                    pixels = progress.restored(image, restorer)
+                    bilevel = image.source_mode == "1" and pixels.shape[2] == 1
+                    yield _Page(_upright(pixels, rotate), bilevel, _pdf_compression(xobject),
+                                _scan_dpi(page, image.width, image.height, rotate))
+                    continue
+                with progress.stage("decode"):
+                    image = renderer.render(index, total, page)
+                if plan.kind == "born_digital":
+                    progress.pages.passed_through += 1
+                    pixels = image.pixels
+                else:
+                    pixels = progress.restored(image, restorer)
+                    progress.pages.rendered += 1
+                yield _Page(pixels, False, "raw", (float(settings.pdf_render_dpi),) * 2)
+        renderer.close()
+
+    return pages()
+
+
+def _pdf_compression(xobject) -> str:
+    """A PDF scan's filter as the TIFF compression that keeps it: JPEG stays JPEG, CCITT stays Group 4, the rest
+    (deflate, LZW, run-length…) becomes deflate."""
+    filters = str(xobject.get("/Filter", ""))
+    return "jpeg" if "/DCTDecode" in filters else "group4" if "/CCITTFaxDecode" in filters else "tiff_adobe_deflate"
+
+
+def _upright(pixels: np.ndarray, rotate: int) -> np.ndarray:
+    """A page's pixels turned as its /Rotate (clockwise degrees) shows them."""
+    return np.ascontiguousarray(np.rot90(pixels, k=-(rotate // 90))) if rotate else pixels
+
+
+def _scan_dpi(page, width: int, height: int, rotate: int) -> tuple[float, float]:
+    """The resolution of a page-sized scan: its pixels over the page's visible box in inches (before /Rotate)."""
+    box = page.cropbox if "/CropBox" in page.obj else page.mediabox
+    inches_x, inches_y = abs(float(box[2]) - float(box[0])) / 72.0, abs(float(box[3]) - float(box[1])) / 72.0
+    dpi = (round(width / inches_x, 2), round(height / inches_y, 2)) if inches_x and inches_y else (72.0, 72.0)
+    return (dpi[1], dpi[0]) if rotate in (90, 270) else dpi
 
 
 def _pdf_image(xobject, index: int, total: int, max_pixels: int, progress: _Progress) -> DecodedImage | None:
@@ -484,32 +705,48 @@ def _replace_page(pdf, page, pixels: np.ndarray) -> str:
     (links, form fields) and the page's own attributes stay."""
     import pikepdf
 
-    image = arrays_image(pixels, "PNG")
-    if image.mode == "I;16":
-        image = Image.fromarray(to_uint8(pixels)[..., 0])
-    stream = pikepdf.Stream(pdf, zlib.compress(image.tobytes(), 6))
-    stream.Type, stream.Subtype = pikepdf.Name.XObject, pikepdf.Name.Image
-    stream.Width, stream.Height, stream.BitsPerComponent = image.width, image.height, 8
-    stream.ColorSpace = pikepdf.Name.DeviceGray if image.mode == "L" else pikepdf.Name.DeviceRGB
-    stream.Filter = pikepdf.Name.FlateDecode
+    stream, mode = _image_stream(pdf, pixels)
     box = page.cropbox if "/CropBox" in page.obj else page.mediabox
     x0, y0, x1, y1 = (float(v) for v in box)
     page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=stream))
     page.Contents = pdf.make_stream(f"q {x1 - x0:.4f} 0 0 {y1 - y0:.4f} {x0:.4f} {y0:.4f} cm /Im0 Do Q".encode())
-    return image.mode
+    return mode
+
+
+def _image_stream(pdf, pixels: np.ndarray, jpeg_quality: int | None = None):
+    """Restored 8-bit gray or RGB pixels as a PDF image XObject: deflate, or JPEG at ``jpeg_quality`` when given.
+    Returns (stream, mode)."""
+    import pikepdf
+
+    image = arrays_image(pixels, "JPEG" if jpeg_quality else "PNG")
+    if image.mode == "I;16":
+        image = Image.fromarray(to_uint8(pixels)[..., 0])
+    if jpeg_quality:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=jpeg_quality)
+        stream = pikepdf.Stream(pdf, buffer.getvalue())
+        stream.Filter = pikepdf.Name.DCTDecode
+    else:
+        stream = pikepdf.Stream(pdf, zlib.compress(image.tobytes(), 6))
+        stream.Filter = pikepdf.Name.FlateDecode
+    stream.Type, stream.Subtype = pikepdf.Name.XObject, pikepdf.Name.Image
+    stream.Width, stream.Height, stream.BitsPerComponent = image.width, image.height, 8
+    stream.ColorSpace = pikepdf.Name.DeviceGray if image.mode == "L" else pikepdf.Name.DeviceRGB
+    return stream, image.mode
 
 
 class _Renderer:
     """pypdfium2, opened on first use only (most scanned PDFs never need it)."""
 
-    def __init__(self, data: bytes, dpi: int, max_pixels: int) -> None:
+    def __init__(self, data: bytes, dpi: int, max_pixels: int, replacing: bool = True) -> None:
         self.data, self.dpi, self.max_pixels = data, dpi, max_pixels
+        self.replacing = replacing  # the rendering replaces the page's content (PDF out), so /Rotate must be 0
         self._doc = None
 
     def render(self, index: int, total: int, page) -> DecodedImage:
         import pypdfium2
 
-        if "/Rotate" in page.obj and int(page.obj.Rotate) % 360:
+        if self.replacing and "/Rotate" in page.obj and int(page.obj.Rotate) % 360:
             raise UnsupportedImageError(
                 f"page {index + 1} of {total} is rotated and is not a single scanned image; rotated pages that "
                 "need rendering are not supported yet"

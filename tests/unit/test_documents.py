@@ -14,8 +14,8 @@ from PIL import Image
 
 from services.config import Settings
 from services.errors import DocumentTooLargeError, ImageDecodeError, ImageTooLargeError, UnsupportedImageError
-from services.imaging.documents import bilevel_threshold, document_kind
-from services.jobs import Job
+from services.imaging.documents import bilevel_threshold, document_kind, page_file_name, page_url
+from services.jobs import Job, derive_output_url, output_name
 from services.restorer import Restorer
 from tests.support.documents import bilevel, scan, scanned_pdf, tiff_bytes
 
@@ -218,10 +218,88 @@ def test_page_and_pixel_limits_fail_early_with_the_setting_named(tiny_model_dir,
     assert not (tmp_path / "out").exists()
 
 
-def test_documents_refuse_a_single_image_output_format(settings, tmp_path):
+def test_a_single_image_format_is_refused_for_several_pages_but_writes_a_one_page_document(settings, tmp_path):
     data = tiff_bytes([Image.fromarray(scan(40, 40, s)) for s in range(2)], ["tiff_lzw"] * 2)
-    with pytest.raises(UnsupportedImageError, match="same kind of document"):
+    with pytest.raises(UnsupportedImageError, match="2 pages and png holds one image: ask for png-pages"):
         restore(settings, tmp_path, "two.tif", data, options={"output_format": "png"})
+    assert not (tmp_path / "out").exists()
+    fax = tiff_bytes([bilevel(120, 90, 3)], ["group4"], dpi=(200, 200))  # one bilevel page: a document
+    done, target = restore(settings, tmp_path, "fax.png", fax, options={"output_format": "png"})
+    with Image.open(target) as page:
+        assert (page.format, page.mode, page.size) == ("PNG", "1", (90, 120))
+    assert done.result.format == "PNG" and done.result.pages.total == 1
+
+
+def test_document_formats_are_refused_for_single_images(settings, tmp_path):
+    out = io.BytesIO()
+    Image.fromarray(scan(40, 40)).save(out, format="PNG")
+    for fmt in ("pdf", "png-pages"):
+        with pytest.raises(UnsupportedImageError, match=f"output format {fmt} is for documents"):
+            restore(settings, tmp_path, "page.png", out.getvalue(), options={"output_format": fmt})
+    assert not (tmp_path / "out").exists()
+
+
+def test_pdf_comes_out_as_a_multipage_tiff_keeping_resolution_and_compression(settings, tmp_path):
+    done, target = restore(settings, tmp_path, "ledger.tif", scanned_pdf(), options={"output_format": "tiff"})
+    written = frames(target.read_bytes())
+    # img2pdf page 1: JPEG gray 240×300 at 150 dpi; page 2: Group 4 250×330 at 200 dpi.
+    assert [(f["mode"], f["size"], f["compression"], f["dpi"]) for f in written] == \
+        [("L", (240, 300), "jpeg", (150, 150)), ("1", (250, 330), "group4", (200, 200))]
+    assert (written[1]["pixels"] < 128).mean() > 0.05  # ink still dark, not inverted
+    assert done.result.format == "TIFF" and done.result.mode == "L+1"
+    assert done.result.pages.model_dump() == {"total": 2, "restored": 2, "passed_through": 0, "rendered": 0}
+
+
+def test_tiff_comes_out_as_a_pdf_with_pages_sized_from_their_dpi(settings, tmp_path):
+    pages = [Image.fromarray(scan(120, 90, 1)),
+             Image.fromarray(np.dstack([scan(100, 140, 2), scan(100, 140, 3), scan(100, 140, 4)])),
+             bilevel(160, 110, 5)]
+    data = tiff_bytes(pages, ["tiff_lzw", "jpeg", "group4"], dpi=(200, 200))
+    done, target = restore(settings, tmp_path, "three.pdf", data, profile="photo", options={"output_format": "pdf"})
+    images = pdf_images(target.read_bytes())
+    assert [(i["filter"], i["bpc"], i["size"]) for i in images] == \
+        [("/FlateDecode", 8, (90, 120)), ("/DCTDecode", 8, (140, 100)), ("/CCITTFaxDecode", 1, (110, 160))]
+    assert [i["mediabox"] for i in images] == [[0, 0, 32.4, 43.2], [0, 0, 50.4, 36.0], [0, 0, 39.6, 57.6]]
+    page = rendered(target.read_bytes(), 2)  # the Group 4 page shows dark bars on white
+    assert page.mean() > 150 and (page < 60).mean() > 0.05
+    assert done.result.format == "PDF" and done.result.pages.restored == 3
+
+
+def test_pdf_comes_out_as_a_folder_of_page_images_with_born_digital_pages_rendered(settings, tmp_path):
+    pdf = pikepdf.new()
+    picture = Image.fromarray(scan(250, 200, 21))
+    _page_with(pdf, b"q 200 0 0 250 0 0 cm /Im0 Do Q", picture)  # a scan at 72 dpi
+    _page_with(pdf, b"BT /F1 14 Tf 20 200 Td (Annual report) Tj ET", None)  # born-digital
+    source = io.BytesIO()
+    pdf.save(source)
+    settings = settings.model_copy(update={"pdf_render_dpi": 144})
+    done, target = restore(settings, tmp_path, "report", source.getvalue(), options={"output_format": "png-pages"})
+
+    assert sorted(p.name for p in target.iterdir()) == ["page-0001.png", "page-0002.png"]
+    with Image.open(target / "page-0001.png") as first, Image.open(target / "page-0002.png") as second:
+        assert (first.size, round(first.info["dpi"][0])) == ((200, 250), 72)
+        assert (second.size, round(second.info["dpi"][0])) == ((400, 500), 144)  # rendered at the render DPI
+        assert np.asarray(second.convert("L")).min() < 100  # the text is drawn
+    assert done.result.format == "PNG-PAGES"
+    assert done.result.pages.model_dump() == {"total": 2, "restored": 1, "passed_through": 1, "rendered": 0}
+    assert done.result.bytes == sum(p.stat().st_size for p in target.iterdir())
+
+
+def test_a_corrupt_page_leaves_no_page_files(settings, tmp_path):
+    pages = [Image.fromarray(scan(80, 60, s)) for s in range(3)]
+    data = corrupt_second_page(tiff_bytes(pages, ["tiff_adobe_deflate"] * 3))
+    with pytest.raises(ImageDecodeError, match="page 2 of 3"):
+        restore(settings, tmp_path, "broken", data, options={"output_format": "tiff-pages"})
+    assert not (tmp_path / "out").exists()
+
+
+def test_page_folder_names_follow_the_output_naming_rule():
+    assert output_name("1931/ledger.pdf", "png-pages") == "1931/ledger/"
+    assert output_name("fax.tif", "pdf") == "fax.pdf"
+    assert derive_output_url("s3://b/in/ledger.pdf", "denoise", "document", "jpeg-pages") == \
+        "s3://b/in/restored/denoise-document/ledger/"
+    assert page_url("s3://b/out/ledger/", 0, 12, "JPEG-PAGES") == "s3://b/out/ledger/page-0001.jpg"
+    assert page_file_name(11999, 12000, "TIFF-PAGES") == "page-12000.tif"
 
 
 def test_single_page_gray_tiff_still_takes_the_single_image_path():
