@@ -207,13 +207,13 @@ VARIANTS = frozenset(variant_name(task, profile) for task in Task for profile in
 
 
 def output_name(name: str, output_format: str | None) -> str:
-    """The one naming rule for a result: an explicit output format gives its extension (a folder of page images:
-    ``ledger.pdf`` → ``ledger/``), a GIF input gets ``.png`` (the format it is written in), anything else keeps its
-    name. ``name`` may carry folders (``a/p1.gif``)."""
+    """The one naming rule for a result: an explicit output format gives its extension (page images: none,
+    ``ledger.pdf`` → ``ledger``, the folder or S3 prefix of ``ledger/page-0001.png``…), a GIF input gets ``.png``
+    (the format it is written in), anything else keeps its name. ``name`` may carry folders (``a/p1.gif``)."""
     stem, suffix = posixpath.splitext(name)
     if output_format:
         fmt = normalize_format(output_format)
-        return stem + ("/" if fmt in PAGE_FOLDER_FORMATS else EXTENSIONS[fmt])
+        return stem + ("" if fmt in PAGE_FOLDER_FORMATS else EXTENSIONS[fmt])
     if suffix.lower() == ".gif":
         return stem + ".png"
     return name

@@ -26,8 +26,11 @@ class OptionsIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    output_format: Literal["png", "jpeg", "jpg", "tiff", "tif", "webp", "bmp"] | None = Field(
-        None, description="Default: the input's format")
+    output_format: Literal["png", "jpeg", "jpg", "tiff", "tif", "webp", "bmp", "pdf", "png-pages", "jpeg-pages",
+                           "jpg-pages", "tiff-pages", "tif-pages"] | None = Field(
+        None, description="Default: the input's format. Documents (PDF, multi-page TIFF) can also be written as pdf or "
+        "tiff, or with *-pages as page images under output_url as a prefix (<output_url>/page-0001.png…); "
+        "a single-image format only for one-page documents, and pdf or *-pages only for documents")
     jpeg_quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality")
     tile_size: int | None = Field(None, ge=TILE_SIZE_MIN, le=TILE_SIZE_MAX,
                                   description="Overrides the model's tile size (memory grows with its square)")

@@ -18,7 +18,7 @@ from ..jobs import DEFAULT_INCLUDE, JobOptions, Profile, Task
 from ..queue.recovery import OrphanSweeper
 from ..restorer import Restorer
 from ..storage import StorageRouter, is_s3_url
-from .common import EXIT_FAILED, EXIT_USAGE, cli, queue_clients, quiet_logging, reports_errors, settings
+from .common import EXIT_FAILED, EXIT_USAGE, FORMAT_HELP, cli, queue_clients, quiet_logging, reports_errors, settings
 
 
 def _describe(status: BackfillStatus) -> str:
@@ -46,7 +46,7 @@ def summary(backfill_id: str, status: BackfillStatus, report: Path | None) -> st
               help="Comma-separated file-name patterns.")
 @click.option("--max-in-flight", type=click.IntRange(1), default=500, show_default=True,
               help="Never more than this many jobs of this backfill queued or running.")
-@click.option("--format", "output_format", help="png, jpeg, tiff, webp or bmp (default: each input's).")
+@click.option("--format", "output_format", help=FORMAT_HELP)
 @click.option("--jpeg-quality", type=click.IntRange(1, 100))
 @click.option("--dry-run", is_flag=True, help="List what would be processed and estimate the work; change nothing.")
 @click.option("--resume", is_flag=True, help="Continue the backfill of this same request after an interruption.")

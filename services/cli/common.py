@@ -21,6 +21,11 @@ from ..queue.job_store import JobStore
 EXIT_FAILED = 1  # the work ran and something failed (a job, a file)
 EXIT_USAGE = 2  # the request itself was wrong (bad URL, unknown id, unreachable service)
 
+# --format's help, shared by every verb that takes it.
+FORMAT_HELP = ("png, jpeg, tiff, webp or bmp (default: each input's format). Documents (PDF, multi-page TIFF): pdf, "
+               "tiff, or a folder (S3: a prefix) of page images png-pages, jpeg-pages, tiff-pages "
+               "(name/page-0001.png…); a single-image format only for one-page documents.")
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imgrestore")

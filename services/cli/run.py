@@ -20,7 +20,7 @@ from ..jobs import (TILE_SIZE_MAX, TILE_SIZE_MIN, Job, JobOptions, Profile, Task
                     output_name)
 from ..restorer import Restorer, attempt
 from ..storage import StorageRouter, is_s3_url, local_path, location, split_s3_url
-from .common import EXIT_FAILED, EXIT_USAGE, cli, echo_json, quiet_logging, settings
+from .common import EXIT_FAILED, EXIT_USAGE, FORMAT_HELP, cli, echo_json, quiet_logging, settings
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def check_collisions(items: list[WorkItem], out_dir: str, output_format: str | N
 @click.option("--profile", type=click.Choice([p.value for p in Profile]), default="auto", show_default=True,
               help="Denoise profile: document pages, photos, or guess per image.")
 @click.option("--output", "-o", "out_dir", required=True, help="Output folder (or s3://bucket/prefix/).")
-@click.option("--format", "output_format", help="png, jpeg, tiff, webp or bmp (default: each input's format).")
+@click.option("--format", "output_format", help=FORMAT_HELP)
 @click.option("--jpeg-quality", type=click.IntRange(1, 100))
 @click.option("--tile-size", type=click.IntRange(TILE_SIZE_MIN, TILE_SIZE_MAX),
               help="Tile size override; memory grows with its square.")

@@ -6,7 +6,7 @@ import click
 
 from ..jobs import JobOptions, JobRequest, JobState, Profile, Task
 from ..storage import resolve_local_url
-from .common import EXIT_FAILED, cli, print_job, queue_clients, reports_errors, settings
+from .common import EXIT_FAILED, FORMAT_HELP, cli, print_job, queue_clients, reports_errors, settings
 
 
 @cli.command()
@@ -14,7 +14,7 @@ from .common import EXIT_FAILED, cli, print_job, queue_clients, reports_errors, 
 @click.option("--profile", type=click.Choice([p.value for p in Profile]), default="auto", show_default=True,
               help="Denoise profile.")
 @click.option("--output", "output_url", help="Output URL; default: restored/<variant>/ next to the input.")
-@click.option("--format", "output_format", help="png, jpeg, tiff, webp or bmp (default: the input's).")
+@click.option("--format", "output_format", help=FORMAT_HELP)
 @click.option("--jpeg-quality", type=click.IntRange(1, 100))
 @click.option("--wait", is_flag=True, help="Block until the job finishes; print it; exit 1 if it failed.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds.")

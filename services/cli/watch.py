@@ -19,7 +19,7 @@ from ..hot_folders import JobQueue, LocalFolder, S3Prefix, WatchPlan, WatchRecor
 from ..imaging.codecs import normalize_format
 from ..jobs import DEFAULT_INCLUDE, JobOptions, Profile, Task
 from ..storage import StorageRouter, is_s3_url, local_path
-from .common import EXIT_FAILED, EXIT_USAGE, cli, queue_clients, quiet_logging, reports_errors, settings
+from .common import EXIT_FAILED, EXIT_USAGE, FORMAT_HELP, cli, queue_clients, quiet_logging, reports_errors, settings
 
 
 def status_line(status: WatchStatus) -> str:
@@ -41,7 +41,7 @@ def status_line(status: WatchStatus) -> str:
 @click.option("--output", "-o", required=True, help="Output folder or s3://bucket/prefix/.")
 @click.option("--include", default=",".join(DEFAULT_INCLUDE), show_default=True,
               help="Comma-separated file-name patterns.")
-@click.option("--format", "output_format", help="png, jpeg, tiff, webp or bmp (default: each input's).")
+@click.option("--format", "output_format", help=FORMAT_HELP)
 @click.option("--jpeg-quality", type=click.IntRange(1, 100))
 @click.option("--queue", "queued", is_flag=True,
               help="Queue a job per input for the workers (they must see the same folder or bucket).")

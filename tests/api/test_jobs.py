@@ -43,6 +43,15 @@ def test_submit_records_the_job_with_its_owner_and_queues_it(client, ctx):
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth()).json() == job
 
 
+def test_a_document_can_ask_for_a_folder_of_page_images(client, ctx):
+    response = _submit(client, input_url="s3://scans/in/ledger.pdf", profile="document",
+                       options={"output_format": "png-pages"})
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["output_url"] == "s3://scans/in/restored/denoise-document/ledger"  # pages go to ledger/page-0001.png…
+    assert ctx.jobs.get(job["id"]).options.output_format == "PNG-PAGES"
+
+
 def test_other_tokens_cannot_see_or_cancel_a_job(client):
     job_id = _submit(client).json()["id"]
     for method in ("get", "delete"):

@@ -294,10 +294,10 @@ def test_a_corrupt_page_leaves_no_page_files(settings, tmp_path):
 
 
 def test_page_folder_names_follow_the_output_naming_rule():
-    assert output_name("1931/ledger.pdf", "png-pages") == "1931/ledger/"
+    assert output_name("1931/ledger.pdf", "png-pages") == "1931/ledger"
     assert output_name("fax.tif", "pdf") == "fax.pdf"
     assert derive_output_url("s3://b/in/ledger.pdf", "denoise", "document", "jpeg-pages") == \
-        "s3://b/in/restored/denoise-document/ledger/"
+        "s3://b/in/restored/denoise-document/ledger"
     assert page_url("s3://b/out/ledger/", 0, 12, "JPEG-PAGES") == "s3://b/out/ledger/page-0001.jpg"
     assert page_file_name(11999, 12000, "TIFF-PAGES") == "page-12000.tif"
 
