@@ -6,7 +6,9 @@ of deflated zeros can declare 10 000² float pixels (3.2 GB decoded the old way)
 JPEGs are decoded at a reduced scale (Pillow's draft mode); 16-bit and float gray is scaled to 8 bits as the
 workers scale it, in place. At most ``IMGRESTORE_API_THUMBNAIL_CONCURRENCY`` decodes run at once and sizes come
 from a fixed set. Results are kept in a small in-process LRU cache keyed by the object's URL and ETag, so a page
-refreshing every few seconds costs a HEAD request, not a decode.
+refreshing every few seconds costs a HEAD request, not a decode. A document is shown by its first page: a multi-page
+TIFF's first frame (the only one decoded), a PDF's first page rendered straight at thumbnail scale once each image it
+draws is checked against the pixel limit; a job written as page images shows its first page file.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from collections import OrderedDict
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageDecodeError
-from ..imaging.codecs import check_supported, decode
+from ..errors import ImageDecodeError, UnsupportedImageError
+from ..imaging.codecs import check_size, check_supported, decode
+from ..imaging.documents import document_kind
 from ..storage import StorageRouter, is_s3_url
 from .errors import ApiError
 
@@ -108,7 +111,10 @@ class Thumbnailer:
 
     def _preview(self, data: bytes, size: int) -> Image.Image:
         """Decodes at reduced size where the codec can (JPEG: 1/2–1/8 scale), brings 16-bit and float pixels to
-        8 bits in place (no 64-bit copies), then shrinks; the full-size image is released as early as possible."""
+        8 bits in place (no 64-bit copies), then shrinks; the full-size image is released as early as possible.
+        A document (PDF, multi-page TIFF) is shown by its first page."""
+        if document_kind(data) == "pdf":
+            return self._pdf_first_page(data, size)
         try:
             image = Image.open(io.BytesIO(data))
         except Exception:
@@ -117,8 +123,12 @@ class Thumbnailer:
         if image.format == "JPEG":  # decoded at 1/2..1/8 scale: the thumbnail limit applies to what is decoded
             check_supported(image, self.job_max_pixels)
             image.draft("RGB" if image.mode not in ("L", "1") else "L", (size, size))
-        check_supported(image, self.max_pixels, "IMGRESTORE_API_THUMBNAIL_MAX_PIXELS: thumbnails are made of "
-                        "smaller images than jobs, the API's memory is small")
+        if image.format == "TIFF":  # a multi-page TIFF opens on its first page, which alone is decoded
+            check_size(*image.size, self.max_pixels, _LIMIT)
+        else:
+            check_supported(image, self.max_pixels, _LIMIT)
+        if image.mode == "1":  # bilevel pages: shrunk in gray, so thin strokes become gray instead of vanishing
+            image = image.convert("L")
         orientation = image.getexif().get(0x0112)
         try:
             image.load()
@@ -138,6 +148,59 @@ class Thumbnailer:
         if orientation in _ORIENTATION:
             image = image.transpose(_ORIENTATION[orientation])
         return image
+
+
+    def _pdf_first_page(self, data: bytes, size: int) -> Image.Image:
+        """The first page rendered (pypdfium2) straight at thumbnail scale. What pdfium decodes at full size is the
+        page's images, so each one (also inside forms) is checked against IMGRESTORE_API_THUMBNAIL_MAX_PIXELS from
+        its dictionary first."""
+        import pikepdf
+        import pypdfium2
+
+        try:
+            with pikepdf.open(io.BytesIO(data)) as pdf:
+                if not len(pdf.pages):
+                    raise ImageDecodeError("the PDF has no pages")
+                for width, height in _page_image_sizes(pdf.pages[0].obj):
+                    check_size(width, height, self.max_pixels, _LIMIT, where="the first page's image: ")
+        except pikepdf.PasswordError:
+            raise UnsupportedImageError("the PDF is encrypted with a password; no thumbnail") from None
+        except pikepdf.PdfError as exc:
+            raise ImageDecodeError(f"corrupt PDF: {exc}") from None
+        try:
+            document = pypdfium2.PdfDocument(data)
+            try:
+                page = document[0]
+                width, height = page.get_size()
+                scale = 2 * size / max(width, height, 1.0)  # 2× oversampling for the final LANCZOS, as for images
+                image = page.render(scale=scale, draw_annots=False).to_pil()
+                page.close()
+            finally:
+                document.close()
+        except pypdfium2.PdfiumError as exc:
+            raise ImageDecodeError(f"the PDF's first page cannot be rendered: {exc}") from None
+        image = image.convert("RGB") if image.mode not in ("L", "RGB") else image
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        return image
+
+
+_LIMIT = ("IMGRESTORE_API_THUMBNAIL_MAX_PIXELS: thumbnails are made of smaller images than jobs, the API's memory "
+          "is small")
+
+
+def _page_image_sizes(holder, seen: set | None = None):
+    """(width, height) of every image a PDF page (or form) draws from its resources, forms followed once each."""
+    seen = set() if seen is None else seen
+    resources = holder.get("/Resources")
+    xobjects = resources.get("/XObject") if resources is not None else None
+    for _, xobject in (xobjects.items() if xobjects is not None else ()):
+        if xobject.objgen in seen and xobject.objgen != (0, 0):
+            continue
+        seen.add(xobject.objgen)
+        if xobject.get("/Subtype") == "/Image":
+            yield int(xobject.get("/Width", 0)), int(xobject.get("/Height", 0))
+        elif xobject.get("/Subtype") == "/Form":
+            yield from _page_image_sizes(xobject, seen)
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

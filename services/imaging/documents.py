@@ -200,6 +200,14 @@ def page_url(folder_url: str, index: int, total: int, fmt: str) -> str:
     return folder_url.rstrip("/") + "/" + page_file_name(index, total, fmt)
 
 
+def output_preview_url(job: Job) -> str:
+    """The file that shows a finished job's output: its output URL, or for page images the first page's."""
+    fmt = job.options.output_format
+    if fmt in PAGE_FOLDER_FORMATS and job.result is not None and job.result.pages is not None:
+        return page_url(job.output_url, 0, job.result.pages.total, fmt)
+    return job.output_url
+
+
 def restore_document(restorer: PageRestorer, job: Job, data: bytes, timings: StageTimings) -> RestoreOutcome:
     """Restores a document job end to end (the download already happened) and uploads the result once: every file
     of it is written after the last page, so a failed document leaves nothing at its output."""

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import Response as RawResponse
 
+from ...imaging.documents import output_preview_url
 from ...jobs import Job, JobRequest, JobState, derive_output_url
 from ...webhooks import finished_notifications
 from ..access import can_see_job, hidden_job
@@ -159,7 +160,7 @@ def thumbnail(job_id: JobId, which: Which, request: Request,
     job = visible_job(ctx, principal, job_id)
     if which is Which.output and job.state is not JobState.succeeded:
         raise ApiError(409, "no_output", f"job {job_id} is {job.state.value}; it has an output once it succeeded")
-    url = job.input_url if which is Which.input else job.output_url
+    url = job.input_url if which is Which.input else output_preview_url(job)
     data, validator = ctx.thumbnails.thumbnail(url, size)
     etag = f'"{validator}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=60"}
