@@ -61,6 +61,22 @@ def test_queued_pdf_and_tiff_jobs_through_a_worker_and_s3(worker, submitter, s3_
     assert worker.alive()
 
 
+def test_a_queued_pdf_written_as_page_images_under_an_s3_prefix(worker, submitter, s3_client, bucket):
+    s3_client.put_object(Bucket=bucket, Key="docs/ledger.pdf", Body=scanned_pdf())
+    job = submitter.submit(JobRequest(task="denoise", profile="document", input_url=f"s3://{bucket}/docs/ledger.pdf",
+                                      options={"output_format": "png-pages"}))
+    done = submitter.wait(job.id, timeout=120)
+    assert done.state is JobState.succeeded, done.error
+    assert done.output_url == f"s3://{bucket}/docs/restored/denoise-document/ledger"
+    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="docs/restored/denoise-document/ledger/")
+    assert [o["Key"].rsplit("/", 1)[-1] for o in listed["Contents"]] == ["page-0001.png", "page-0002.png"]
+    head = s3_client.head_object(Bucket=bucket, Key="docs/restored/denoise-document/ledger/page-0002.png")
+    assert head["ContentType"] == "image/png"
+    body = s3_client.get_object(Bucket=bucket, Key="docs/restored/denoise-document/ledger/page-0002.png")["Body"]
+    assert Image.open(io.BytesIO(body.read())).mode == "1"  # the Group 4 page stays bilevel
+    assert done.result.format == "PNG-PAGES" and done.result.pages.restored == 2
+
+
 def test_pdf_backfill_with_include_patterns(make_service, s3_client, bucket):
     service = make_service(workers=1)
     s3_client.put_object(Bucket=bucket, Key="archive/1931/ledger.pdf", Body=scanned_pdf())
