@@ -349,3 +349,22 @@ def test_memory_is_flat_in_page_count_for_a_500_page_document(tiny_model_dir, tm
     # Holding 480 more decoded pages would take ~72 MB (gray input and output arrays); allow the compressed
     # documents (~1 MB) and allocator noise.
     assert peaks[500] - peaks[20] < 15, peaks
+
+
+def test_rotated_pdf_pages_come_out_upright_in_a_tiff(settings, tmp_path):
+    pdf = pikepdf.new()
+    picture = Image.fromarray(scan(250, 200, 31))
+    _page_with(pdf, b"q 200 0 0 250 0 0 cm /Im0 Do Q", picture)  # a scan, shown turned a quarter clockwise
+    _page_with(pdf, b"BT /F1 14 Tf 20 200 Td (Annual report) Tj ET", None)  # born-digital, also turned
+    for page in pdf.pages:
+        page.obj.Rotate = 90
+    source = io.BytesIO()
+    pdf.save(source)
+    settings = settings.model_copy(update={"pdf_render_dpi": 72})
+    done, target = restore(settings, tmp_path, "turned.tif", source.getvalue(), options={"output_format": "tiff"})
+    written = frames(target.read_bytes())
+    assert [f["size"] for f in written] == [(250, 200), (250, 200)]  # landscape, as a viewer shows them
+    shown = rendered(source.getvalue(), 0)  # pdfium applies /Rotate as a viewer does; the tiny model is near identity
+    assert shown.shape == written[0]["pixels"].shape
+    assert np.mean((shown < 100) == (written[0]["pixels"] < 100)) > 0.95  # turned the same way, not mirrored
+    assert done.result.pages.model_dump() == {"total": 2, "restored": 1, "passed_through": 1, "rendered": 0}
