@@ -48,7 +48,8 @@ class Settings(BaseSettings):
         "IMGRESTORE_PDF_RENDER_DPI); a larger page fails the document."
     )
     pdf_render_dpi: int = Field(
-        300, ge=50, le=1200, description="Resolution at which PDF pages that are not one scanned image are rendered."
+        300, ge=50, le=1200, description="Resolution at which PDF pages that are not one scanned image are rendered; "
+        "also the DPI assumed for a TIFF page without one when it is written as a PDF page."
     )
     jpeg_quality: int = Field(95, ge=1, le=100)
     png_compress_level: int = Field(
