@@ -177,9 +177,10 @@ class Settings(BaseSettings):
     @field_validator("callback_allowed_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
-        from .webhooks import parse_networks
+        if value.strip(" ,"):  # none (the default) needs no check, nor webhooks' imports at every command's start
+            from .webhooks import parse_networks
 
-        parse_networks(value)  # a malformed entry fails at startup, naming itself
+            parse_networks(value)  # a malformed entry fails at startup, naming itself
         return value
 
     @property
