@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .queue import depth
-from .queue.job_store import JobStore
+if TYPE_CHECKING:  # the queue collector reads Redis; recording a job's metrics (documents, embedded runs) does not
+    from .queue.job_store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class QueueCollector(Collector):
         self.clock = clock
 
     def collect(self):
+        from .queue import depth  # imports the Redis client: only processes that serve queue gauges pay for it
+
         depth_family = GaugeMetricFamily("imgrestore_queue_depth", "Jobs waiting in each queue.", labels=["queue"])
         flight = GaugeMetricFamily("imgrestore_queue_in_flight", "Jobs delivered to workers, not yet acknowledged.",
                                    labels=["queue"])

@@ -38,11 +38,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .jobs import Job
-from .queue.batch_store import BatchStore
-from .queue.job_store import JobStore
 
-if TYPE_CHECKING:  # celery is imported where a webhook is queued, not by every user of the egress rules
+if TYPE_CHECKING:  # celery and the Redis stores are imported where a webhook is queued, not by every user of the
+    # egress rules (Settings checks IMGRESTORE_CALLBACK_ALLOWED_NETWORKS with them, in every command)
     from celery import Celery
+
+    from .queue.batch_store import BatchStore
+    from .queue.job_store import JobStore
 
 SIGNATURE_HEADER = "X-Imgrestore-Signature"
 TIMESTAMP_HEADER = "X-Imgrestore-Timestamp"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import cli
-from . import api, backfill, models, monitor, retry, run, status, submit, watch, worker  # noqa: F401  (each registers its verb on `cli`)
+from .common import cli  # verbs are imported when named (common.VerbGroup)
 
 
 def main() -> None:

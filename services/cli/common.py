@@ -1,22 +1,28 @@
-"""What every verb shares: the click group, settings, Redis-backed services and error reporting."""
+"""What every verb shares: the click group, settings, Redis-backed services and error reporting.
+
+Start-up time matters (``imgrestore run`` on one page): verbs are imported only when asked for, and what only queued
+verbs need (Redis, Celery, the job store) is imported inside the functions that build it.
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import redis
 
 from ..config import Settings, get_settings
 from ..errors import ImgRestoreError
-from ..jobs import Job
 from ..logs import configure_logging, redact
-from ..queue import clients
-from ..queue.job_store import JobStore
+
+if TYPE_CHECKING:
+    from ..jobs import Job
+    from ..queue import clients
+    from ..queue.job_store import JobStore
 
 EXIT_FAILED = 1  # the work ran and something failed (a job, a file)
 EXIT_USAGE = 2  # the request itself was wrong (bad URL, unknown id, unreachable service)
@@ -27,7 +33,23 @@ FORMAT_HELP = ("png, jpeg, tiff, webp or bmp (default: each input's format). Doc
                "(name/page-0001.png…); a single-image format only for one-page documents.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class VerbGroup(click.Group):
+    """A group whose verbs live in ``services.cli.<verb>`` and are imported when named (each module registers its
+    verb on ``cli`` as it is imported): ``run`` on a local file never loads Celery, boto3, FastAPI or the Redis
+    client, which only other verbs use. ``--help`` lists (and so imports) them all."""
+
+    VERBS = ("api", "backfill", "models", "monitor", "retry", "run", "status", "submit", "watch", "worker")
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.VERBS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.VERBS:
+            importlib.import_module(f"{__package__}.{cmd_name}")
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imgrestore")
 def cli() -> None:
     """imgrestore: batch image restoration with ONNX autoencoders."""
@@ -38,12 +60,15 @@ def settings() -> Settings:
 
 
 def job_store(config: Settings) -> JobStore:
+    from ..queue import clients
+
     return clients.job_store(config)
 
 
 def queue_clients(config: Settings) -> clients.QueueClients:
     """The stores and submitters of a verb that queues, with the CLI's Celery app (made on first use: ``run`` and
     embedded verbs never build one)."""
+    from ..queue import clients
     from ..queue.celery_app import app
 
     return clients.QueueClients.from_settings(config, app=app, jobs=job_store(config))
@@ -67,6 +92,8 @@ def reports_errors(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import redis  # the verbs wrapped here all talk to Redis: no start-up cost for the others
+
         try:
             return func(*args, **kwargs)
         except ImgRestoreError as exc:

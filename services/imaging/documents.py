@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 from PIL import Image, TiffImagePlugin
 
-from .. import metrics
 from ..errors import DocumentTooLargeError, ImageDecodeError, UnsupportedImageError
 from ..jobs import Job, OutputInfo, PageCounts, RestoreOutcome, StageTimings
 from .codecs import (CONTENT_TYPES, DOCUMENT_ONLY_FORMATS, EXTENSIONS, PAGE_FOLDER_FORMATS, DecodedImage,
@@ -228,6 +227,8 @@ def restore_document(restorer: PageRestorer, job: Job, data: bytes, timings: Sta
         for url, body, content_type in files:
             restorer.storage.write(url, body, content_type)
     pages = progress.pages
+    from .. import metrics  # prometheus_client: imported by the documents that reach here, not by every start-up
+
     metrics.record_pages(job.task.value, pages.restored, pages.passed_through)
     width, height = progress.first_size or (0, 0)
     result = OutputInfo(

@@ -14,6 +14,17 @@ def colourfulness(rgb: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
+def upper_decile(values: np.ndarray) -> float:
+    """``np.percentile(values, 90)`` (linear interpolation) by partial sort: the same value, without the import of
+    ``numpy.ma`` that ``np.percentile`` makes on first use (a noticeable part of a one-page run's start-up)."""
+    flat = values.ravel()
+    position = 0.9 * (flat.size - 1)
+    below = int(position)
+    above = min(below + 1, flat.size - 1)
+    ranked = np.partition(flat, (below, above))
+    return float(ranked[below] + (ranked[above] - ranked[below]) * (position - below))
+
+
 def guess_profile(pixels: np.ndarray) -> str:
     """'document' for pages (mostly bright, nearly colourless paper with a minority of ink), else 'photo'.
 
@@ -29,7 +40,7 @@ def guess_profile(pixels: np.ndarray) -> str:
         gray = sample @ LUMA
     else:
         gray = sample[..., 0]
-    paper = float(np.percentile(gray, 90))
+    paper = upper_decile(gray)
     if paper < 140.0:  # no bright background: not a page
         return "photo"
     background = float(np.mean(np.abs(gray - paper) < 0.2 * paper))

@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from services.inference.content import colourfulness, guess_profile
+from services.inference.content import colourfulness, guess_profile, upper_decile
 
 
 def _page() -> np.ndarray:
@@ -26,3 +27,11 @@ def test_colourfulness_is_zero_for_gray():
     gray = np.full((10, 10, 3), 128, np.uint8)
     assert colourfulness(gray) == 0.0
     assert colourfulness(np.dstack([gray[..., 0] + 100, gray[..., 1], gray[..., 2] - 100])) > 50
+
+
+def test_upper_decile_is_numpys_90th_percentile():
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 7, 10, 11, 4096, 65537):
+        values = (rng.random(size) * 255).astype(np.float32)
+        assert upper_decile(values) == pytest.approx(float(np.percentile(values, 90)), rel=1e-6, abs=1e-4)
+    assert upper_decile(np.full((16, 16), 200.0, dtype=np.float32)) == 200.0
