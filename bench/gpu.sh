@@ -23,3 +23,14 @@ PYTHONUNBUFFERED=1 timeout 450 python3 bench/gpu_bench.py --out "$OUT" || {
   echo "ONNX Runtime CUDA run failed; measuring the same weights with PyTorch CUDA only"
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/gpu_bench.py --out "$OUT" --torch-only
 }
+# The overlapped worker on the GPU (issue 12): a pipelined worker's jobs/s against the bare model in the same run,
+# when this machine has Redis and the service's dependencies (skipped otherwise; never fails the script).
+if command -v redis-server >/dev/null && python3 -c 'import celery, moto, boto3, redis' 2>/dev/null; then
+  redis-server --port 6390 --save '' --appendonly no --daemonize yes
+  IMGRESTORE_BENCH_REDIS_URL=redis://127.0.0.1:6390/0 PYTHONUNBUFFERED=1 timeout 180 \
+    python3 bench/worker_throughput.py --jobs 100 --name worker_throughput-gpu || echo "worker throughput run failed"
+  cp bench/results/worker_throughput-gpu.* "$OUT/" 2>/dev/null || true
+  redis-cli -p 6390 shutdown nosave >/dev/null 2>&1 || true
+else
+  echo "worker throughput skipped: no redis-server or no celery/moto/boto3 on this machine"
+fi

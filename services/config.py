@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     # --- queue and retry policy ---
     queue_prefix: str = "imgrestore."
     worker_concurrency: int = Field(1, ge=1)
+    model_slots: int = Field(
+        0, ge=0, description="Pool processes of a worker that may run the model at once; the others download, "
+        "decode, encode and upload meanwhile (services/inference/slots.py). 0: no limit (every process runs its "
+        "model when it gets there). Pipelined: 1 with IMGRESTORE_WORKER_CONCURRENCY 3."
+    )
     visibility_timeout: int = Field(
         60, ge=1, description="Backstop: seconds before an unacknowledged message nobody renews is delivered again "
         "(a dead worker's are reclaimed sooner, after IMGRESTORE_LEASE_TTL)."

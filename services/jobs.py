@@ -80,6 +80,7 @@ class StageTimings(BaseModel):
     download: float | None = None
     decode: float | None = None
     infer: float | None = None
+    model_wait: float | None = None  # waiting for a model slot (IMGRESTORE_MODEL_SLOTS), outside ``infer``
     encode: float | None = None
     upload: float | None = None
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the queue collector reads Redis; recording a job's metrics 
 
 log = logging.getLogger(__name__)
 
-STAGES = ("download", "decode", "infer", "encode", "upload")
+STAGES = ("download", "decode", "infer", "model_wait", "encode", "upload")
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 JOBS = Counter("imgrestore_jobs", "Jobs finished, by task and final state.", ["task", "state"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +21,7 @@ from .imaging.documents import document_kind, refuse_document_format_for_image, 
 from .inference.content import guess_profile
 from .inference.registry import LoadedModel, ModelRegistry
 from .inference.runner import InferenceOutput, TileSettings, run_largest_tile_batch, run_model
+from .inference.slots import ModelSlots
 from .jobs import Job, JobError, OutputInfo, Profile, RestoreOutcome, StageTimings, Task, bounded_tile_size
 from .storage import StorageRouter
 
@@ -37,12 +38,18 @@ def _stage(timings: StageTimings, name: str) -> Iterator[None]:
 
 
 class Restorer:
-    """Holds what a process keeps between jobs (storage clients, model sessions) and restores one job at a time."""
+    """Holds what a process keeps between jobs (storage clients, model sessions) and restores one job at a time.
 
-    def __init__(self, settings: Settings, storage: StorageRouter | None = None, registry: ModelRegistry | None = None):
+    ``model_slots``: shared with the worker's other pool processes, so that only so many run the model at once while
+    the rest download, decode, encode and upload (``inference.slots``); None runs the model whenever a job gets there.
+    """
+
+    def __init__(self, settings: Settings, storage: StorageRouter | None = None, registry: ModelRegistry | None = None,
+                 model_slots: ModelSlots | None = None):
         self.settings = settings
         self.storage = storage or StorageRouter(settings)
         self.registry = registry or ModelRegistry.from_settings(settings)
+        self.model_slots = model_slots
 
     def restore(self, job: Job, timings: StageTimings | None = None) -> RestoreOutcome:
         """Runs ``job`` end to end. ``timings`` is filled stage by stage, so a failure still shows where it was."""
@@ -55,8 +62,7 @@ class Restorer:
         with _stage(timings, "decode"):
             image = decode(data, self.settings.max_pixels)
             del data
-        with _stage(timings, "infer"):
-            output, model, profile = self.infer(job, image.pixels)
+        output, model, profile = self.infer(job, image.pixels, timings)
         with _stage(timings, "encode"):
             encoded = encode(
                 output.pixels,
@@ -88,13 +94,28 @@ class Restorer:
         )
         return RestoreOutcome(result=result, timings=timings, provider=model.provider)
 
-    def infer(self, job: Job, pixels: np.ndarray) -> tuple[InferenceOutput, LoadedModel, str | None]:
-        """The model step of one image (or one page of a document): profile, model, tiling, inference."""
-        profile = self._profile(job, pixels)
-        spec = self.registry.resolve(job.task.value, profile)
-        model = self.registry.load(spec)
-        tiling = self.tiling_for(model, job.options.tile_size)
-        return run_model(model, pixels, tiling, keeps_gray=job.task is not Task.colorize), model, profile
+    def infer(self, job: Job, pixels: np.ndarray, timings: StageTimings | None = None
+              ) -> tuple[InferenceOutput, LoadedModel, str | None]:
+        """The model step of one image (or one page of a document): profile, model, tiling, inference — the model
+        itself in a model slot when the worker has them. With ``timings``, adds its seconds to ``infer`` and the
+        wait for the slot to ``model_wait`` (a document's pages are timed by their caller, the wait within ``infer``).
+        """
+        started = time.perf_counter()
+        waited = 0.0
+        try:
+            profile = self._profile(job, pixels)
+            spec = self.registry.resolve(job.task.value, profile)
+            model = self.registry.load(spec)
+            tiling = self.tiling_for(model, job.options.tile_size)
+            with self.model_slots.turn() if self.model_slots else nullcontext(0.0) as waited:
+                output = run_model(model, pixels, tiling, keeps_gray=job.task is not Task.colorize)
+            return output, model, profile
+        finally:
+            if timings is not None:
+                spent = time.perf_counter() - started
+                timings.infer = round((timings.infer or 0.0) + spent - waited, 6)
+                if self.model_slots:
+                    timings.model_wait = round((timings.model_wait or 0.0) + waited, 6)
 
     def tiling_for(self, model: LoadedModel, requested_tile_size: int | None = None) -> TileSettings:
         """A job's tile size if it asks for one, else the settings', else the model's own."""

@@ -4,6 +4,10 @@ Tasks are thin: ``imgrestore.restore`` hands a job to ``job_runner.JobRunner``; 
 batch's S3 prefix a few pages at a time; ``imgrestore.notify`` hands a webhook to the process's sender threads
 (``webhooks.CallbackSender``: off the restore slots, retried with backoff). Metrics from the pool's child processes
 are aggregated (prometheus_client multiprocess mode) and served by the main process.
+
+Stages overlap across the pool's processes (issue 12): with ``IMGRESTORE_MODEL_SLOTS`` set, only that many run the
+model at once and the others download, decode, encode and upload meanwhile — see ``inference/slots.py``. The slots'
+lock files are made by the main process before it forks the pool, so every pool process shares them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 # Multiprocess metrics need the folder before prometheus_client is first imported, in this process and its children.
 _OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
@@ -32,6 +37,7 @@ from . import metrics, webhooks  # noqa: E402
 from .config import get_settings  # noqa: E402
 from .errors import TransientError  # noqa: E402
 from .inference.registry import LoadedModel, ModelRegistry  # noqa: E402
+from .inference.slots import ModelSlots  # noqa: E402
 from .job_runner import JobRunner, RetryLater, retry_delay  # noqa: E402
 from .jobs import Job  # noqa: E402
 from .logs import configure_logging  # noqa: E402
@@ -50,6 +56,8 @@ PING_TASK = "imgrestore.ping"
 app.steps["consumer"].add(LeaseRenewal)
 
 _runner: JobRunner | None = None
+# The worker's model slots, made in the main process at start (``_make_model_slots``) and inherited by its pool.
+_model_slots: ModelSlots | None = None
 
 
 def runner() -> JobRunner:
@@ -63,7 +71,7 @@ def runner() -> JobRunner:
             restorer.warm_up(model)  # memory at its working size from the first job on (bench/soak.py)
 
         registry = ModelRegistry.from_settings(settings, on_load=loaded)
-        restorer = Restorer(settings, registry=registry)
+        restorer = Restorer(settings, registry=registry, model_slots=_model_slots)
         _runner = JobRunner(settings, job_store(settings), restorer, notify=_send_notification)
     return _runner
 
@@ -211,6 +219,15 @@ def _setup_logging(**_: object) -> None:
 
 
 @signals.worker_init.connect
+def _make_model_slots(**_: object) -> None:
+    global _model_slots
+    count = get_settings().model_slots
+    if count:
+        _model_slots = ModelSlots(Path(tempfile.mkdtemp(prefix="imgrestore-model-slots-")), count)
+        log.info("model slots", extra={"slots": count, "folder": str(_model_slots.directory)})
+
+
+@signals.worker_init.connect
 def _serve_metrics(**_: object) -> None:
     settings = get_settings()
     port, host = settings.metrics_port, settings.metrics_host
@@ -239,5 +256,7 @@ def _forget_child_metrics(pid: int | None = None, **_: object) -> None:
 
 @signals.worker_shutdown.connect
 def _remove_metrics_dir(**_: object) -> None:
+    if _model_slots is not None:
+        shutil.rmtree(_model_slots.directory, ignore_errors=True)
     if _OWN_METRICS_DIR:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
