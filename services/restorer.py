@@ -19,9 +19,10 @@ from .errors import ImgRestoreError
 from .imaging.codecs import decode, encode
 from .imaging.documents import document_kind, restore_document
 from .inference.content import guess_profile
+from .inference.page_colour import PaperTint, has_meaningful_colour, recolour
 from .inference.registry import LoadedModel, ModelRegistry
 from .inference.runner import InferenceOutput, TileSettings, run_largest_tile_batch, run_model
-from .jobs import Job, JobError, OutputInfo, Profile, RestoreOutcome, StageTimings, Task, bounded_tile_size
+from .jobs import DocumentColour, Job, JobError, OutputInfo, Profile, RestoreOutcome, StageTimings, Task, bounded_tile_size
 from .storage import StorageRouter
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,20 @@ class Restorer:
         spec = self.registry.resolve(job.task.value, profile)
         model = self.registry.load(spec)
         tiling = self.tiling_for(model, job.options.tile_size)
-        return run_model(model, pixels, tiling, keeps_gray=job.task is not Task.colorize), model, profile
+        output = run_model(model, pixels, tiling, keeps_gray=job.task is not Task.colorize)
+        if pixels.shape[2] == 3 and output.pixels.shape[2] == 1:  # a colour page through a gray (document) model
+            output = self._page_colour(job, pixels, output)
+        return output, model, profile
+
+    def _page_colour(self, job: Job, pixels: np.ndarray, output: InferenceOutput) -> InferenceOutput:
+        """The gray model's page, in colour again when the job's colour mode (default: the settings') asks for it."""
+        mode = job.options.color or self.settings.document_color
+        if mode is DocumentColour.gray:
+            return output
+        tint = PaperTint.of(pixels, output.pixels)
+        if mode is DocumentColour.auto and not has_meaningful_colour(pixels, output.pixels, tint):
+            return output  # tinted paper and black ink: a gray page is as faithful and much smaller
+        return InferenceOutput(recolour(pixels, output.pixels, tint), output.tiles)
 
     def tiling_for(self, model: LoadedModel, requested_tile_size: int | None = None) -> TileSettings:
         """A job's tile size if it asks for one, else the settings', else the model's own."""

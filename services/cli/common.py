@@ -13,7 +13,7 @@ import redis
 
 from ..config import Settings, get_settings
 from ..errors import ImgRestoreError
-from ..jobs import Job
+from ..jobs import DocumentColour, Job
 from ..logs import configure_logging, redact
 from ..queue import clients
 from ..queue.job_store import JobStore
@@ -26,6 +26,13 @@ EXIT_USAGE = 2  # the request itself was wrong (bad URL, unknown id, unreachable
 @click.version_option(package_name="imgrestore")
 def cli() -> None:
     """imgrestore: batch image restoration with ONNX autoencoders."""
+
+
+color_option = click.option(
+    "--color", type=click.Choice([c.value for c in DocumentColour]),
+    help="Colour pages through the gray document model: auto (the default, IMGRESTORE_DOCUMENT_COLOR) keeps colour "
+         "when a page has meaningful colour (stamps, coloured ink, highlighter) and writes other pages gray; keep "
+         "always keeps it; gray always drops it.")
 
 
 def settings() -> Settings:
