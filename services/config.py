@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .jobs import DocumentColour
+# Names of services.jobs.DocumentColour: settings and the CLI's option list take them without importing jobs (and
+# so Pillow and numpy), which would slow every command's start.
+DocumentColourName = Literal["auto", "keep", "gray"]
 
 if TYPE_CHECKING:
     from .webhooks import Egress
@@ -53,8 +55,8 @@ class Settings(BaseSettings):
         300, ge=50, le=1200, description="Resolution at which PDF pages that are not one scanned image are rendered."
     )
     jpeg_quality: int = Field(95, ge=1, le=100)
-    document_color: DocumentColour = Field(
-        DocumentColour.auto, description="Colour pages through the gray document model (doc-denoise): auto keeps "
+    document_color: DocumentColourName = Field(
+        "auto", description="Colour pages through the gray document model (doc-denoise): auto keeps "
         "colour when the page has meaningful colour (stamps, coloured ink, highlighter) and writes other pages gray; "
         "keep always keeps it; gray always drops it. Per job: --color / options.color."
     )

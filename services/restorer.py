@@ -101,7 +101,7 @@ class Restorer:
 
     def _page_colour(self, job: Job, pixels: np.ndarray, output: InferenceOutput) -> InferenceOutput:
         """The gray model's page, in colour again when the job's colour mode (default: the settings') asks for it."""
-        mode = job.options.color or self.settings.document_color
+        mode = job.options.color or DocumentColour(self.settings.document_color)
         if mode is DocumentColour.gray:
             return output
         tint = PaperTint.of(pixels, output.pixels)

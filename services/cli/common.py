@@ -6,14 +6,14 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import click
 import redis
 
-from ..config import Settings, get_settings
+from ..config import DocumentColourName, Settings, get_settings
 from ..errors import ImgRestoreError
-from ..jobs import DocumentColour, Job
+from ..jobs import Job
 from ..logs import configure_logging, redact
 from ..queue import clients
 from ..queue.job_store import JobStore
@@ -29,7 +29,7 @@ def cli() -> None:
 
 
 color_option = click.option(
-    "--color", type=click.Choice([c.value for c in DocumentColour]),
+    "--color", type=click.Choice(get_args(DocumentColourName)),
     help="Colour pages through the gray document model: auto (the default, IMGRESTORE_DOCUMENT_COLOR) keeps colour "
          "when a page has meaningful colour (stamps, coloured ink, highlighter) and writes other pages gray; keep "
          "always keeps it; gray always drops it.")

@@ -4,12 +4,13 @@ coloured ink and highlighter; pages without meaningful colour still come out as 
 from __future__ import annotations
 
 import io
+from typing import get_args
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from services.config import Settings
+from services.config import DocumentColourName, Settings
 from services.jobs import DocumentColour, Job, JobOptions, Profile, Task
 from services.queue.submission import request_id
 from services.restorer import Restorer
@@ -104,3 +105,7 @@ def test_request_ids_of_earlier_backfills_and_watches_are_unchanged():
     coloured = options.model_copy(update={"color": DocumentColour.keep})
     assert request_id("bf", Task.denoise, Profile.document, "s3://scans/2019/", "s3://clean/2019/", ["*.png"],
                       coloured) != "bf-ac00fe59ffd36fe2"  # another request: another backfill
+
+
+def test_the_settings_and_the_cli_offer_the_same_modes_as_jobs():
+    assert set(get_args(DocumentColourName)) == {mode.value for mode in DocumentColour}
