@@ -10,6 +10,10 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Names of services.jobs.DocumentColour: settings and the CLI's option list take them without importing jobs (and
+# so Pillow and numpy), which would slow every command's start.
+DocumentColourName = Literal["auto", "keep", "gray"]
+
 if TYPE_CHECKING:
     from .webhooks import Egress
 
@@ -52,6 +56,11 @@ class Settings(BaseSettings):
         "also the DPI assumed for a TIFF page without one when it is written as a PDF page."
     )
     jpeg_quality: int = Field(95, ge=1, le=100)
+    document_color: DocumentColourName = Field(
+        "auto", description="Colour pages through the gray document model (doc-denoise): auto keeps "
+        "colour when the page has meaningful colour (stamps, coloured ink, highlighter) and writes other pages gray; "
+        "keep always keeps it; gray always drops it. Per job: --color / options.color."
+    )
     png_compress_level: int = Field(
         1, ge=0, le=9, description="zlib level of PNG output: 1 uses run-length matching for 8-bit gray and RGB "
         "(faster than level 1's default matcher and as small as 6: bench/results/codecs.md); 2-9 the default "

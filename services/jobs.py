@@ -27,6 +27,14 @@ class Profile(str, Enum):
     auto = "auto"
 
 
+class DocumentColour(str, Enum):
+    """What a gray document model (doc-denoise) gives for a colour page (services/inference/page_colour.py)."""
+
+    auto = "auto"  # colour when the page has meaningful colour (stamps, coloured ink, highlighter), else compact gray
+    keep = "keep"  # colour out for every colour page
+    gray = "gray"  # always gray (the only behaviour before)
+
+
 class JobState(str, Enum):
     queued = "queued"
     running = "running"
@@ -58,6 +66,16 @@ class JobOptions(BaseModel):
                                       "jpeg-pages or tiff-pages (a folder of page images); default: the input's format")
     jpeg_quality: int | None = Field(None, ge=1, le=100)
     tile_size: int | None = Field(None, ge=32, le=4096)
+    color: DocumentColour | None = Field(
+        None, description="Colour pages through the gray document model: auto, keep or gray; default: the settings'")
+
+    def id_fields(self) -> dict[str, Any]:
+        """What request ids hash: fields added after ids were first issued count only when set, so backfills and
+        watches started before keep their ids (``--resume`` and state files find them)."""
+        fields = self.model_dump(mode="json")
+        if fields["color"] is None:
+            del fields["color"]
+        return fields
 
     @field_validator("output_format")
     @classmethod

@@ -19,10 +19,12 @@ from .errors import ImgRestoreError
 from .imaging.codecs import decode, encode
 from .imaging.documents import document_kind, refuse_document_format_for_image, restore_document
 from .inference.content import guess_profile
+from .inference.page_colour import PaperTint, has_meaningful_colour, recolour
 from .inference.registry import LoadedModel, ModelRegistry
 from .inference.runner import InferenceOutput, TileSettings, run_largest_tile_batch, run_model
 from .inference.slots import ModelSlots
-from .jobs import Job, JobError, OutputInfo, Profile, RestoreOutcome, StageTimings, Task, bounded_tile_size
+from .jobs import (DocumentColour, Job, JobError, OutputInfo, Profile, RestoreOutcome, StageTimings, Task,
+                   bounded_tile_size)
 from .storage import StorageRouter
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,8 @@ class Restorer:
             tiling = self.tiling_for(model, job.options.tile_size)
             with self.model_slots.turn() if self.model_slots else nullcontext(0.0) as waited:
                 output = run_model(model, pixels, tiling, keeps_gray=job.task is not Task.colorize)
+            if pixels.shape[2] == 3 and output.pixels.shape[2] == 1:  # a colour page through a gray (document) model
+                output = self._page_colour(job, pixels, output)
             return output, model, profile
         finally:
             if timings is not None:
@@ -116,6 +120,16 @@ class Restorer:
                 timings.infer = round((timings.infer or 0.0) + spent - waited, 6)
                 if self.model_slots:
                     timings.model_wait = round((timings.model_wait or 0.0) + waited, 6)
+
+    def _page_colour(self, job: Job, pixels: np.ndarray, output: InferenceOutput) -> InferenceOutput:
+        """The gray model's page, in colour again when the job's colour mode (default: the settings') asks for it."""
+        mode = job.options.color or DocumentColour(self.settings.document_color)
+        if mode is DocumentColour.gray:
+            return output
+        tint = PaperTint.of(pixels, output.pixels)
+        if mode is DocumentColour.auto and not has_meaningful_colour(pixels, output.pixels, tint):
+            return output  # tinted paper and black ink: a gray page is as faithful and much smaller
+        return InferenceOutput(recolour(pixels, output.pixels, tint), output.tiles)
 
     def tiling_for(self, model: LoadedModel, requested_tile_size: int | None = None) -> TileSettings:
         """A job's tile size if it asks for one, else the settings', else the model's own."""

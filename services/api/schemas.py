@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..jobs import TILE_SIZE_MAX, TILE_SIZE_MIN, Job, JobError, JobOptions, JobState, Profile, Task
+from ..jobs import TILE_SIZE_MAX, TILE_SIZE_MIN, DocumentColour, Job, JobError, JobOptions, JobState, Profile, Task
 from ..queue.batch_store import Batch
 from .urls import CALLBACK_PATTERN, S3_OBJECT_PATTERN, S3_PREFIX_PATTERN
 
@@ -34,6 +34,10 @@ class OptionsIn(BaseModel):
     jpeg_quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality")
     tile_size: int | None = Field(None, ge=TILE_SIZE_MIN, le=TILE_SIZE_MAX,
                                   description="Overrides the model's tile size (memory grows with its square)")
+    color: DocumentColour | None = Field(
+        None, description="Colour pages through the gray document model (denoise, document profile): `auto` (the "
+        "default, IMGRESTORE_DOCUMENT_COLOR) keeps colour when a page has meaningful colour (stamps, coloured ink, "
+        "highlighter) and writes other pages gray; `keep` always keeps it; `gray` always drops it")
 
     def to_job_options(self) -> JobOptions:
         return JobOptions(**self.model_dump())

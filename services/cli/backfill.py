@@ -18,7 +18,8 @@ from ..jobs import DEFAULT_INCLUDE, JobOptions, Profile, Task
 from ..queue.recovery import OrphanSweeper
 from ..restorer import Restorer
 from ..storage import StorageRouter, is_s3_url
-from .common import EXIT_FAILED, EXIT_USAGE, FORMAT_HELP, cli, queue_clients, quiet_logging, reports_errors, settings
+from .common import (EXIT_FAILED, EXIT_USAGE, FORMAT_HELP, cli, color_option,
+                     queue_clients, quiet_logging, reports_errors, settings)
 
 
 def _describe(status: BackfillStatus) -> str:
@@ -48,6 +49,7 @@ def summary(backfill_id: str, status: BackfillStatus, report: Path | None) -> st
               help="Never more than this many jobs of this backfill queued or running.")
 @click.option("--format", "output_format", help=FORMAT_HELP)
 @click.option("--jpeg-quality", type=click.IntRange(1, 100))
+@color_option
 @click.option("--dry-run", is_flag=True, help="List what would be processed and estimate the work; change nothing.")
 @click.option("--resume", is_flag=True, help="Continue the backfill of this same request after an interruption.")
 @click.option("--embedded", is_flag=True, help="Process in this process even for s3:// sources (no Redis).")
@@ -58,7 +60,7 @@ def summary(backfill_id: str, status: BackfillStatus, report: Path | None) -> st
               help="Embedded mode: progress file for --resume (default: <output>/.imgrestore-<id>.jsonl).")
 @click.argument("source")
 @reports_errors
-def backfill(task, profile, output, include, max_in_flight, output_format, jpeg_quality, dry_run, resume, embedded,
+def backfill(task, profile, output, include, max_in_flight, output_format, jpeg_quality, color, dry_run, resume, embedded,
              detach, report, state_file, source) -> None:
     """Restore every image under SOURCE (s3://bucket/prefix/ or a folder) into --output.
 
@@ -70,7 +72,7 @@ def backfill(task, profile, output, include, max_in_flight, output_format, jpeg_
     console = Console(stderr=True)
     plan = BackfillPlan(
         task=Task(task), profile=Profile(profile), source=source, output=output,
-        options=JobOptions(output_format=normalize_format(output_format), jpeg_quality=jpeg_quality),
+        options=JobOptions(output_format=normalize_format(output_format), jpeg_quality=jpeg_quality, color=color),
         include=tuple(p.strip() for p in include.split(",") if p.strip()),
     )
     storage = StorageRouter(config)

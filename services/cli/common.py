@@ -11,11 +11,11 @@ import importlib
 import json
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import click
 
-from ..config import Settings, get_settings
+from ..config import DocumentColourName, Settings, get_settings
 from ..errors import ImgRestoreError
 from ..logs import configure_logging, redact
 
@@ -53,6 +53,13 @@ class VerbGroup(click.Group):
 @click.version_option(package_name="imgrestore")
 def cli() -> None:
     """imgrestore: batch image restoration with ONNX autoencoders."""
+
+
+color_option = click.option(
+    "--color", type=click.Choice(get_args(DocumentColourName)),
+    help="Colour pages through the gray document model: auto (the default, IMGRESTORE_DOCUMENT_COLOR) keeps colour "
+         "when a page has meaningful colour (stamps, coloured ink, highlighter) and writes other pages gray; keep "
+         "always keeps it; gray always drops it.")
 
 
 def settings() -> Settings:

@@ -29,8 +29,9 @@ def retry(job_ids: tuple[str, ...], batch_id: str | None, dead_letters: bool) ->
         targets += queue.batches.failed_ids(batch_id, limit=10**9)
     if dead_letters:
         targets += store.dead_letters(limit=10**9)
-    if not targets:
+    if not (job_ids or batch_id or dead_letters):
         fail("nothing to retry: give job ids, --failed BATCH_ID or --dead-letters", EXIT_USAGE)
+    # An empty dead-letter record or a batch without failures is good news, not a usage error: exit 0, nothing done.
     requeued, skipped, gone = [], [], []
     for job_id in dict.fromkeys(targets):  # each once, in order
         try:

@@ -20,7 +20,7 @@ from ..jobs import (TILE_SIZE_MAX, TILE_SIZE_MIN, Job, JobOptions, Profile, Task
                     output_name)
 from ..restorer import Restorer, attempt
 from ..storage import StorageRouter, is_s3_url, local_path, location, split_s3_url
-from .common import EXIT_FAILED, EXIT_USAGE, FORMAT_HELP, cli, echo_json, quiet_logging, settings
+from .common import EXIT_FAILED, EXIT_USAGE, FORMAT_HELP, cli, color_option, echo_json, quiet_logging, settings
 
 
 @dataclass(frozen=True)
@@ -106,10 +106,11 @@ def check_collisions(items: list[WorkItem], out_dir: str, output_format: str | N
 @click.option("--jpeg-quality", type=click.IntRange(1, 100))
 @click.option("--tile-size", type=click.IntRange(TILE_SIZE_MIN, TILE_SIZE_MAX),
               help="Tile size override; memory grows with its square.")
+@color_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--verbose", "-v", is_flag=True)
 @click.argument("inputs", nargs=-1, required=True)
-def run(task, profile, out_dir, output_format, jpeg_quality, tile_size, as_json, verbose, inputs) -> None:
+def run(task, profile, out_dir, output_format, jpeg_quality, tile_size, color, as_json, verbose, inputs) -> None:
     """Restore INPUTS (image files, folders, s3:// URLs or prefixes) into the output folder, in this process.
 
     Folders are walked recursively and each file keeps its path relative to the folder given.
@@ -120,7 +121,7 @@ def run(task, profile, out_dir, output_format, jpeg_quality, tile_size, as_json,
     console = Console(stderr=True)
     try:
         fmt = normalize_format(output_format)
-        options = JobOptions(output_format=fmt, jpeg_quality=jpeg_quality, tile_size=tile_size)
+        options = JobOptions(output_format=fmt, jpeg_quality=jpeg_quality, tile_size=tile_size, color=color)
         restorer = Restorer(config)
         items = expand_inputs(list(inputs), out_dir, restorer.storage)
         check_collisions(items, out_dir, fmt)

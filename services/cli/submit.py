@@ -6,7 +6,7 @@ import click
 
 from ..jobs import JobOptions, JobRequest, JobState, Profile, Task
 from ..storage import resolve_local_url
-from .common import EXIT_FAILED, FORMAT_HELP, cli, print_job, queue_clients, reports_errors, settings
+from .common import EXIT_FAILED, FORMAT_HELP, cli, color_option, print_job, queue_clients, reports_errors, settings
 
 
 @cli.command()
@@ -16,12 +16,13 @@ from .common import EXIT_FAILED, FORMAT_HELP, cli, print_job, queue_clients, rep
 @click.option("--output", "output_url", help="Output URL; default: restored/<variant>/ next to the input.")
 @click.option("--format", "output_format", help=FORMAT_HELP)
 @click.option("--jpeg-quality", type=click.IntRange(1, 100))
+@color_option
 @click.option("--wait", is_flag=True, help="Block until the job finishes; print it; exit 1 if it failed.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON object instead of its id.")
 @click.argument("input_url")
 @reports_errors
-def submit(task, profile, output_url, output_format, jpeg_quality, wait, timeout, as_json, input_url) -> None:
+def submit(task, profile, output_url, output_format, jpeg_quality, color, wait, timeout, as_json, input_url) -> None:
     """Queue INPUT_URL (s3://bucket/key or a path the workers can read) for restoration. A relative path is taken
     from the current folder and sent as an absolute file:// URL."""
     config = settings()
@@ -31,7 +32,7 @@ def submit(task, profile, output_url, output_format, jpeg_quality, wait, timeout
         profile=Profile(profile),
         input_url=resolve_local_url(input_url),  # relative paths mean this folder, not the worker's
         output_url=resolve_local_url(output_url) if output_url else None,
-        options=JobOptions(output_format=output_format, jpeg_quality=jpeg_quality),
+        options=JobOptions(output_format=output_format, jpeg_quality=jpeg_quality, color=color),
     )
     job = submitter.submit(request)
     if not wait:

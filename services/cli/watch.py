@@ -19,7 +19,8 @@ from ..hot_folders import JobQueue, LocalFolder, S3Prefix, WatchPlan, WatchRecor
 from ..imaging.codecs import normalize_format
 from ..jobs import DEFAULT_INCLUDE, JobOptions, Profile, Task
 from ..storage import StorageRouter, is_s3_url, local_path
-from .common import EXIT_FAILED, EXIT_USAGE, FORMAT_HELP, cli, queue_clients, quiet_logging, reports_errors, settings
+from .common import (EXIT_FAILED, EXIT_USAGE, FORMAT_HELP, cli, color_option,
+                     queue_clients, quiet_logging, reports_errors, settings)
 
 
 def status_line(status: WatchStatus) -> str:
@@ -43,6 +44,7 @@ def status_line(status: WatchStatus) -> str:
               help="Comma-separated file-name patterns.")
 @click.option("--format", "output_format", help=FORMAT_HELP)
 @click.option("--jpeg-quality", type=click.IntRange(1, 100))
+@color_option
 @click.option("--queue", "queued", is_flag=True,
               help="Queue a job per input for the workers (they must see the same folder or bucket).")
 @click.option("--max-in-flight", type=click.IntRange(1), default=100, show_default=True,
@@ -63,7 +65,7 @@ def status_line(status: WatchStatus) -> str:
 @click.option("--verbose", "-v", is_flag=True)
 @click.argument("source")
 @reports_errors
-def watch(task, profile, output, include, output_format, jpeg_quality, queued, max_in_flight, move_done,
+def watch(task, profile, output, include, output_format, jpeg_quality, color, queued, max_in_flight, move_done,
           move_failed, report, state_file, settle, poll_interval, polling, once, verbose, source) -> None:
     """Restore every image that appears in SOURCE (a folder or s3://bucket/prefix/) into --output.
 
@@ -80,7 +82,7 @@ def watch(task, profile, output, include, output_format, jpeg_quality, queued, m
     try:
         plan = WatchPlan.create(
             Task(task), source, output, profile=Profile(profile), queued=queued,
-            options=JobOptions(output_format=normalize_format(output_format), jpeg_quality=jpeg_quality),
+            options=JobOptions(output_format=normalize_format(output_format), jpeg_quality=jpeg_quality, color=color),
             include=tuple(p.strip() for p in include.split(",") if p.strip()))
         storage = StorageRouter(config)
         # Absolute move folders: the messages and the state file name them the same whatever the current folder.

@@ -144,7 +144,7 @@ def request_id(kind: str, task: Task, profile: Profile, root: str, output: str, 
     patterns = sorted(include)
     if patterns == sorted(DEFAULT_INCLUDE):
         patterns = sorted(_ID_OF_DEFAULT_INCLUDE)
-    key = json.dumps([task.value, profile.value, root, output.rstrip("/"), patterns, options.model_dump(mode="json")])
+    key = json.dumps([task.value, profile.value, root, output.rstrip("/"), patterns, options.id_fields()])
     return f"{kind}-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

@@ -109,3 +109,14 @@ def test_retry_dead_letters_skips_records_that_are_gone_says_how_many_and_exits_
     waiting = store.redis.lrange(config.queue_for("denoise"), 0, -1)
     assert sorted(json.loads(m)["headers"]["id"] for m in waiting) == sorted([first.id, second.id])
     assert store.dead_letters() == []
+
+
+def test_retry_with_no_dead_letters_is_not_a_usage_error(config, store, monkeypatch):
+    # Found by the README test (issue 13, item 1): the monitor section's `imgrestore retry --dead-letters` exited 2
+    # with "give job ids, --failed BATCH_ID or --dead-letters" on a service with nothing dead-lettered.
+    monkeypatch.setattr(retry_verb, "settings", lambda: config)
+    assert store.dead_letters() == []
+    result = CliRunner().invoke(cli, ["retry", "--dead-letters"])
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert json.loads(result.stdout) == {"requeued": [], "skipped": [], "gone": []}
+    assert CliRunner().invoke(cli, ["retry"]).exit_code == 2  # nothing asked for: still a usage error
