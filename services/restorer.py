@@ -66,6 +66,8 @@ class Restorer:
                 icc_profile=image.icc_profile,
                 dpi=image.dpi,
                 exif=image.exif,
+                # denoise knows its profile (asked for, or guessed from the input); other tasks look at the result
+                content=profile or guess_profile(output.pixels),
             )
         with _stage(timings, "upload"):
             self.storage.write(job.output_url, encoded.data, encoded.content_type)

@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import ImageDecodeError, ImageEncodeError, ImageTooLargeError, UnsupportedImageError
-from ..inference.content import guess_profile
 
 # Our own limit (IMGRESTORE_MAX_PIXELS, checked from the header before any pixel is decoded) replaces Pillow's
 # fixed one, which would otherwise refuse images a deployment has chosen to allow.
@@ -206,11 +205,13 @@ def encode(
     icc_profile: bytes | None = None,
     dpi: tuple[float, float] | None = None,
     exif: bytes | None = None,
+    content: str | None = None,
 ) -> EncodedImage:
     """Writes ``pixels`` (uint8/uint16, (H, W, 1|3)) and optional alpha in ``fmt``, keeping what metadata fits.
 
-    PNG is lossless whatever the content: 8-bit gray pages (``guess_profile``) are written with unfiltered rows, or
-    1 bit per pixel when they hold only black and white; ``png_compress_level`` 1 (the default) uses zlib's
+    ``content`` is what the caller knows the image shows (``"document"`` or ``"photo"``, the restorer's content
+    profile); the codec never guesses it. PNG is lossless whatever the content: 8-bit gray documents are written with
+    unfiltered rows, or 1 bit per pixel when they hold only black and white; ``png_compress_level`` 1 (the default) uses zlib's
     run-length matching for 8-bit gray and RGB, other levels zlib's default matcher at that level."""
     image = _to_pil(pixels, alpha, fmt)
     kwargs: dict = {}
@@ -228,7 +229,7 @@ def encode(
         kwargs.update(compression="tiff_adobe_deflate")
     elif fmt == "PNG":
         kwargs.update(compress_level=png_compress_level)
-    page_layout = _page_png_layout(pixels, image, kwargs) if fmt == "PNG" else None
+    page_layout = _page_png_layout(pixels, image, kwargs) if fmt == "PNG" and content == "document" else None
     if page_layout == "bilevel":
         image = image.convert("1")  # exactly 0 and 255: 1 bit per pixel loses nothing
     elif page_layout == "gray-unfiltered":
@@ -256,11 +257,9 @@ _IDENTITY_GRAY_PALETTE = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))
 
 
 def _page_png_layout(pixels: np.ndarray, image: Image.Image, kwargs: dict) -> str | None:
-    """How to write an 8-bit gray image that looks like a document page: ``bilevel`` when it holds only 0 and 255,
-    ``gray-unfiltered`` for other pages, None (Pillow's defaults) for photos, colour, alpha and 16-bit images."""
+    """How to write an 8-bit gray document page: ``bilevel`` when it holds only 0 and 255, ``gray-unfiltered`` for
+    other pages, None (Pillow's defaults) for colour, alpha and 16-bit images."""
     if image.mode != "L" or pixels.dtype != np.uint8 or pixels.shape[2] != 1:
-        return None
-    if guess_profile(pixels) != "document":  # a subsample: cheap next to the encoding
         return None
     step = max(1, max(pixels.shape[:2]) // 256)
     if _only_black_and_white(pixels[::step, ::step]) and _only_black_and_white(pixels):
