@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +23,7 @@ from .inference.registry import LoadedModel, ModelRegistry
 from .inference.runner import InferenceOutput, TileSettings, run_largest_tile_batch, run_model
 from .jobs import Job, JobError, OutputInfo, Profile, RestoreOutcome, StageTimings, Task, bounded_tile_size
 from .storage import StorageRouter
+from .time_limits import HardLimitWatchdog, JobClock, TimeLimits
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +40,35 @@ def _stage(timings: StageTimings, name: str) -> Iterator[None]:
 class Restorer:
     """Holds what a process keeps between jobs (storage clients, model sessions) and restores one job at a time."""
 
-    def __init__(self, settings: Settings, storage: StorageRouter | None = None, registry: ModelRegistry | None = None):
+    def __init__(self, settings: Settings, storage: StorageRouter | None = None, registry: ModelRegistry | None = None,
+                 watchdog: HardLimitWatchdog | None = None):
         self.settings = settings
         self.storage = storage or StorageRouter(settings)
         self.registry = registry or ModelRegistry.from_settings(settings)
+        self.time_limits = TimeLimits.from_settings(settings)
+        self.watchdog = watchdog  # workers only: the hard time limit (services/time_limits.py)
 
     def restore(self, job: Job, timings: StageTimings | None = None) -> RestoreOutcome:
-        """Runs ``job`` end to end. ``timings`` is filled stage by stage, so a failure still shows where it was."""
+        """Runs ``job`` end to end within its time limits. ``timings`` is filled stage by stage, so a failure still
+        shows where it was."""
         timings = timings if timings is not None else StageTimings()
+        clock = JobClock(self.time_limits)
+        with self.watchdog.watching(job, clock) if self.watchdog else nullcontext():
+            return self._restore(job, timings, clock)
+
+    def _restore(self, job: Job, timings: StageTimings, clock: JobClock) -> RestoreOutcome:
         with _stage(timings, "download"):
             data = self.storage.read(job.input_url)
+        clock.check("download")
         if document_kind(data) is not None:  # PDF, multi-page or bilevel TIFF: page by page through infer()
-            return restore_document(self, job, data, timings)
+            return restore_document(self, job, data, timings, clock)
         with _stage(timings, "decode"):
             image = decode(data, self.settings.max_pixels)
             del data
+        clock.count(image.megapixels)
+        clock.check("decode")
         with _stage(timings, "infer"):
-            output, model, profile = self.infer(job, image.pixels)
+            output, model, profile = self.infer(job, image.pixels, clock)
         with _stage(timings, "encode"):
             encoded = encode(
                 output.pixels,
@@ -69,6 +82,7 @@ class Restorer:
                 # denoise knows its profile (asked for, or guessed from the input); other tasks look at the result
                 content=profile or guess_profile(output.pixels),
             )
+        clock.check("encode")  # before the upload: a job over its limit leaves no output
         with _stage(timings, "upload"):
             self.storage.write(job.output_url, encoded.data, encoded.content_type)
         result = OutputInfo(
@@ -89,13 +103,18 @@ class Restorer:
         )
         return RestoreOutcome(result=result, timings=timings, provider=model.provider)
 
-    def infer(self, job: Job, pixels: np.ndarray) -> tuple[InferenceOutput, LoadedModel, str | None]:
-        """The model step of one image (or one page of a document): profile, model, tiling, inference."""
+    def infer(self, job: Job, pixels: np.ndarray,
+              clock: JobClock | None = None) -> tuple[InferenceOutput, LoadedModel, str | None]:
+        """The model step of one image (or one page of a document): profile, model, tiling, inference; ``clock``
+        is checked before every tile batch."""
         profile = self._profile(job, pixels)
         spec = self.registry.resolve(job.task.value, profile)
-        model = self.registry.load(spec)
+        with clock.paused() if clock else nullcontext():  # loading a model is the process's cost, not the job's
+            model = self.registry.load(spec)
         tiling = self.tiling_for(model, job.options.tile_size)
-        return run_model(model, pixels, tiling, keeps_gray=job.task is not Task.colorize), model, profile
+        before_batch = (lambda: clock.check("infer")) if clock else None
+        output = run_model(model, pixels, tiling, keeps_gray=job.task is not Task.colorize, before_batch=before_batch)
+        return output, model, profile
 
     def tiling_for(self, model: LoadedModel, requested_tile_size: int | None = None) -> TileSettings:
         """A job's tile size if it asks for one, else the settings', else the model's own."""

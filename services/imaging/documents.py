@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ..inference.registry import LoadedModel
     from ..inference.runner import InferenceOutput
     from ..storage import StorageRouter
+    from ..time_limits import JobClock
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class PageRestorer(Protocol):
     settings: Settings
     storage: StorageRouter
 
-    def infer(self, job: Job, pixels: np.ndarray) -> tuple[InferenceOutput, LoadedModel, str | None]: ...
+    def infer(self, job: Job, pixels: np.ndarray,
+              clock: JobClock | None = None) -> tuple[InferenceOutput, LoadedModel, str | None]: ...
 
 
 DocumentKind = Literal["pdf", "tiff"]
@@ -127,6 +129,7 @@ class _Progress:
     first_size: tuple[int, int] | None = None
     mode: str = ""
     seen: set = field(default_factory=set)
+    clock: JobClock | None = None  # the job's time limit: each page's megapixels add to it
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -138,8 +141,11 @@ class _Progress:
 
     def restored(self, image: DecodedImage, restorer: PageRestorer) -> np.ndarray:
         """Runs the model on one page; returns the restored pixels."""
+        if self.clock is not None:
+            self.clock.count(image.megapixels)
+            self.clock.check(f"page {self.pages.restored + 1}")
         with self.stage("infer"):
-            output, model, profile = restorer.infer(self.job, image.pixels)
+            output, model, profile = restorer.infer(self.job, image.pixels, self.clock)
         self.tiles += output.tiles
         self.megapixels += image.megapixels
         self.model, self.profile, self.provider = model.qualified_name, profile, model.provider
@@ -168,8 +174,10 @@ def _check_page_count(total: int, limit: int, kind: str) -> None:
         raise ImageDecodeError(f"{kind} has no pages")
 
 
-def restore_document(restorer: PageRestorer, job: Job, data: bytes, timings: StageTimings) -> RestoreOutcome:
-    """Restores a document job end to end (the download already happened) and uploads the result once."""
+def restore_document(restorer: PageRestorer, job: Job, data: bytes, timings: StageTimings,
+                     clock: JobClock | None = None) -> RestoreOutcome:
+    """Restores a document job end to end (the download already happened) and uploads the result once, within the
+    job's time limit (``clock``)."""
     kind = document_kind(data)
     fmt = job.options.output_format
     wanted = {"pdf": None, "tiff": "TIFF"}[kind or "tiff"]
@@ -178,11 +186,13 @@ def restore_document(restorer: PageRestorer, job: Job, data: bytes, timings: Sta
             f"a {'PDF' if kind == 'pdf' else 'multi-page TIFF'} is written back as the same kind of document; "
             f"output format {fmt} would need one file per page: leave the format unset"
         )
-    progress = _Progress(job, timings, PageCounts(total=0, restored=0))
+    progress = _Progress(job, timings, PageCounts(total=0, restored=0), clock=clock)
     if kind == "pdf":
         body, content_type, out_format = _restore_pdf(restorer, progress, data), PDF_CONTENT_TYPE, "PDF"
     else:
         body, content_type, out_format = _restore_tiff(restorer, progress, data), "image/tiff", "TIFF"
+    if clock is not None:
+        clock.check("encode")  # before the upload: a document over its limit leaves no output
     with progress.stage("upload"):
         restorer.storage.write(job.output_url, body, content_type)
     pages = progress.pages
