@@ -190,3 +190,33 @@ def test_a_restored_sample_page_is_written_exactly_and_much_smaller_than_before(
     before = _pillow_level_1(restored)
     # Measured 0.77× (bench/results/codecs.md); the old encoding was 2.30× the dirty input, this is 1.78×.
     assert len(out.data) < 0.85 * len(before), (len(out.data), len(before), len(dirty))
+
+
+# --- 16-bit and float gray decode in 2 bytes a pixel (issue 11, finding 4) ------------------------------------------
+def _decode_peak_bytes(data: bytes) -> int:
+    """Peak of the allocations Python and numpy make while ``decode`` runs (tracemalloc: exact, not timing)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        decode(data, 10**8)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("kind", ["16-bit PNG", "float32 TIFF"])
+def test_deep_gray_images_decode_without_64_bit_copies(kind):
+    page = np.random.default_rng(5).integers(0, 256, (2000, 2000), dtype=np.uint8)  # 4 MP: bands are small
+    eight = io.BytesIO()
+    Image.fromarray(page).save(eight, "PNG", compress_level=1)
+    deep = io.BytesIO()
+    if kind == "16-bit PNG":
+        Image.fromarray(page.astype(np.uint16) * 257).save(deep, "PNG", compress_level=1)
+    else:
+        Image.fromarray(page.astype(np.float32) / 255).save(deep, "TIFF", compression="tiff_adobe_deflate")
+    ratio = _decode_peak_bytes(deep.getvalue()) / _decode_peak_bytes(eight.getvalue())
+    # The result is uint16, 2 bytes a pixel against 8-bit's 1; int64/float64 intermediates made it 8× (16-bit)
+    # and 12× (float) before.
+    assert ratio < 3.0, f"{kind} decode peaks at {ratio:.1f}× the 8-bit decode of the same page"
+    assert np.array_equal(decode(deep.getvalue(), 10**8).pixels[..., 0], page.astype(np.uint16) * 257)
