@@ -2,14 +2,14 @@
 and 100 MP pages (tiled). The decoded input and the output are whole-image arrays (1 byte a pixel each for gray);
 everything else — tiles, the blending strip, ONNX Runtime's buffers — must not grow with the image.
 ``--modes`` instead restores the same page stored in each pixel mode (8-bit gray and RGB PNG, 16-bit PNG, float32
-TIFF) at one size and writes bench/results/memory-modes<--label>.md (run it with PYTHONPATH at another checkout to
-measure that code: the "before" figures).
-Usage: python bench/memory.py [--sizes 2500,5000,10000] | --modes [--side 10000] [--label -before]"""
+TIFF) at one size and writes bench/results/memory-modes<--label>.md (memory-decode… with --decode-only);
+``--checkout`` measures another checkout's code (the "before" figures).
+Usage: python bench/memory.py [--sizes 2500,5000,10000]
+       python bench/memory.py --modes [--decode-only] [--side 10000] [--checkout ../main --label=-before]"""
 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import re
 import subprocess
@@ -51,8 +51,8 @@ MODES = {
 }
 
 
-def mode_file(name: str, side: int, folder: Path) -> Path:
-    gray = np.asarray(Image.open(page(side, folder)))
+def mode_file(name: str, gray: np.ndarray, folder: Path) -> Path:
+    side = gray.shape[0]
     image, suffix, options = MODES[name](gray)
     path = folder / f"{name.replace(' ', '-')}-{side}.{suffix}"
     image.save(path, **options)
@@ -86,11 +86,11 @@ def all_models_loaded(work: Path) -> dict:
             "pool_process_all_loaded_mb": round(loaded, 1)}
 
 
-def restore_page(path: Path, out: Path) -> tuple[float, float]:
+def restore_page(path: Path, out: Path, checkout: Path = REPO) -> tuple[float, float]:
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "tests.support.cli_with_rss", "run", "--task", "denoise",
                              "--profile", "document", str(path), "-o", str(out)],
-                            cwd=REPO, capture_output=True, text=True, env={**os.environ, "IMGRESTORE_MAX_PIXELS":
+                            cwd=checkout, capture_output=True, text=True, env={**os.environ, "IMGRESTORE_MAX_PIXELS":
                                                                            str(200_000_000)})
     assert result.returncode == 0, result.stderr
     return float(re.findall(r"PEAK_RSS_MB=([\d.]+)", result.stderr)[-1]), time.perf_counter() - started
@@ -107,24 +107,27 @@ print(f"{idle:.1f} {peak_rss_mb():.1f} {image.pixels.dtype}")
 """
 
 
-def decode_peak(path: Path) -> tuple[float, float, str]:
-    """Peak RSS (MiB) of a fresh process that only decodes ``path``, and that process's RSS before decoding."""
-    result = subprocess.run([sys.executable, "-c", _DECODE_ONLY, str(path)], cwd=REPO, capture_output=True, text=True)
+def decode_peak(path: Path, checkout: Path) -> tuple[float, float, str]:
+    """Peak RSS (MiB) of a fresh process that only decodes ``path`` with ``checkout``'s code, and that process's RSS
+    before decoding."""
+    result = subprocess.run([sys.executable, "-c", _DECODE_ONLY, str(path)], cwd=checkout, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     idle, peak, dtype = result.stdout.split()
     return float(peak), float(idle), dtype
 
 
-def per_mode(side: int, label: str, work: Path, decode_only: bool) -> None:
+def per_mode(side: int, label: str, work: Path, decode_only: bool, checkout: Path, modes: list[str]) -> None:
     rows = []
     megapixels = side * side / 1e6
-    for name in MODES:
-        path = mode_file(name, side, work)
+    gray = np.asarray(Image.open(page(side, work)))
+    for name in modes:
+        path = mode_file(name, gray, work)
         row = {"mode": name, "megapixels": megapixels, "file_mb": round(path.stat().st_size / 2**20, 1)}
-        peak, idle, dtype = decode_peak(path)
+        peak, idle, dtype = decode_peak(path, checkout)
         row.update(decoded_as=dtype, decode_peak_rss_mb=peak, decode_mb_per_megapixel=round((peak - idle) / megapixels, 2))
         if not decode_only:
-            rss, seconds = restore_page(path, work / "out")
+            rss, seconds = restore_page(path, work / "out", checkout)
             row.update(job_peak_rss_mb=rss, seconds=round(seconds, 1))
         rows.append(row)
         path.unlink()
@@ -145,10 +148,13 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=10000, help="--modes: page side in pixels")
     parser.add_argument("--label", default="", help="--modes: suffix of the results' name (e.g. -before)")
     parser.add_argument("--decode-only", action="store_true", help="--modes: decode peaks only, no restore")
+    parser.add_argument("--checkout", type=Path, default=REPO,
+                        help="--modes: the checkout whose code decodes and restores (the subprocesses run in it)")
+    parser.add_argument("--only", default=",".join(MODES), help="--modes: comma list of modes to measure")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imgrestore-mem-"))
     if args.modes:
-        return per_mode(args.side, args.label, work, args.decode_only)
+        return per_mode(args.side, args.label, work, args.decode_only, args.checkout.resolve(), args.only.split(","))
     loaded = all_models_loaded(work)
     rows = []
     for side in (int(s) for s in args.sizes.split(",")):
