@@ -31,6 +31,7 @@ from common import REPO, markdown_table, write_results  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.imaging.codecs import decode, encode  # noqa: E402
 from services.imaging.documents import to_bilevel  # noqa: E402
+from services.inference.content import guess_profile  # noqa: E402
 from services.jobs import Job  # noqa: E402
 from services.restorer import Restorer  # noqa: E402
 
@@ -95,8 +96,8 @@ def pillow_png(level: int, strategy: int | None = None) -> Callable[[np.ndarray]
 
 
 def service_encode(pixels: np.ndarray) -> bytes:
-    """What ``services.imaging.codecs.encode`` writes by default now."""
-    return encode(pixels, None, "PNG").data
+    """What ``services.imaging.codecs.encode`` writes by default now (told the content, as the restorer does)."""
+    return encode(pixels, None, "PNG", content=guess_profile(pixels)).data
 
 
 def cv2_png(level: int, strategy: str, filters: str) -> Callable[[np.ndarray], bytes] | None:
@@ -178,7 +179,7 @@ def paper_snapped_png(pixels: np.ndarray) -> bytes:
     """Paper speckle (≥ 240) set to white, ink and everything darker exact: written like the service writes pages."""
     snapped = pixels.copy()
     snapped[snapped >= 240] = 255
-    return encode(snapped, None, "PNG").data
+    return encode(snapped, None, "PNG", content=guess_profile(snapped)).data
 
 
 def sixteen_level_png(pixels: np.ndarray) -> bytes:

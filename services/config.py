@@ -112,6 +112,17 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Seconds a task that meets a Redis outage waits (with backoff) for Redis before it "
         "ends its pool process, leaving its message unacknowledged to be delivered again."
     )
+    job_time_limit_base: float = Field(
+        60.0, ge=0, description="Seconds every job may run (soft limit, plus the per-megapixel allowance); past it the "
+        "job fails as time_limit_exceeded. 0 turns the time limits off."
+    )
+    job_time_limit_per_megapixel: float = Field(
+        10.0, ge=0, description="Seconds added to a job's time limit for each decoded megapixel (all pages)."
+    )
+    job_time_limit_hard_grace: float = Field(
+        60.0, gt=0, description="Seconds past the soft limit after which a worker process still on the job is "
+        "replaced (the job is recorded failed first)."
+    )
     orphan_sweep_interval: float = Field(
         30.0, gt=0, description="How often each worker looks for running jobs nobody holds and re-queues them."
     )

@@ -133,6 +133,11 @@ class JobRunner:
             self._after_finish(job)
         return {"id": job.id, "state": "succeeded", "output_url": job.output_url}
 
+    def fail(self, job: Job, error: JobError) -> dict:
+        """Fails a job from outside its delivery (the hard time limit's watchdog, while the delivery is stuck):
+        recorded, counted and notified like any failure."""
+        return self._failed(job, error, StageTimings())
+
     def _failed(self, job: Job, error: JobError, timings: StageTimings) -> dict:
         if self.store.fail(job.id, error, timings):
             metrics.record_job(job.task.value, "failed", timings.model_dump(), None, reason=error.type)

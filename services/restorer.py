@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +26,7 @@ from .inference.slots import ModelSlots
 from .jobs import (DocumentColour, Job, JobError, OutputInfo, Profile, RestoreOutcome, StageTimings, Task,
                    bounded_tile_size)
 from .storage import StorageRouter
+from .time_limits import HardLimitWatchdog, JobClock, TimeLimits
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +48,35 @@ class Restorer:
     """
 
     def __init__(self, settings: Settings, storage: StorageRouter | None = None, registry: ModelRegistry | None = None,
-                 model_slots: ModelSlots | None = None):
+                 model_slots: ModelSlots | None = None, watchdog: HardLimitWatchdog | None = None):
         self.settings = settings
         self.storage = storage or StorageRouter(settings)
         self.registry = registry or ModelRegistry.from_settings(settings)
         self.model_slots = model_slots
+        self.time_limits = TimeLimits.from_settings(settings)
+        self.watchdog = watchdog  # workers only: the hard time limit (services/time_limits.py)
 
     def restore(self, job: Job, timings: StageTimings | None = None) -> RestoreOutcome:
-        """Runs ``job`` end to end. ``timings`` is filled stage by stage, so a failure still shows where it was."""
+        """Runs ``job`` end to end within its time limits. ``timings`` is filled stage by stage, so a failure still
+        shows where it was."""
         timings = timings if timings is not None else StageTimings()
+        clock = JobClock(self.time_limits)
+        with self.watchdog.watching(job, clock) if self.watchdog else nullcontext():
+            return self._restore(job, timings, clock)
+
+    def _restore(self, job: Job, timings: StageTimings, clock: JobClock) -> RestoreOutcome:
         with _stage(timings, "download"):
             data = self.storage.read(job.input_url)
+        clock.check("download")
         if document_kind(data) is not None:  # PDF, multi-page or bilevel TIFF: page by page through infer()
-            return restore_document(self, job, data, timings)
+            return restore_document(self, job, data, timings, clock)
         refuse_document_format_for_image(job.options.output_format)
         with _stage(timings, "decode"):
             image = decode(data, self.settings.max_pixels)
             del data
-        output, model, profile = self.infer(job, image.pixels, timings)
+        clock.count(image.megapixels)
+        clock.check("decode")
+        output, model, profile = self.infer(job, image.pixels, timings=timings, clock=clock)
         with _stage(timings, "encode"):
             encoded = encode(
                 output.pixels,
@@ -75,7 +87,10 @@ class Restorer:
                 icc_profile=image.icc_profile,
                 dpi=image.dpi,
                 exif=image.exif,
+                # denoise knows its profile (asked for, or guessed from the input); other tasks look at the result
+                content=profile or guess_profile(output.pixels),
             )
+        clock.check("encode")  # before the upload: a job over its limit leaves no output
         with _stage(timings, "upload"):
             self.storage.write(job.output_url, encoded.data, encoded.content_type)
         result = OutputInfo(
@@ -96,21 +111,29 @@ class Restorer:
         )
         return RestoreOutcome(result=result, timings=timings, provider=model.provider)
 
-    def infer(self, job: Job, pixels: np.ndarray, timings: StageTimings | None = None
+    def infer(self, job: Job, pixels: np.ndarray, timings: StageTimings | None = None, clock: JobClock | None = None
               ) -> tuple[InferenceOutput, LoadedModel, str | None]:
         """The model step of one image (or one page of a document): profile, model, tiling, inference — the model
         itself in a model slot when the worker has them. With ``timings``, adds its seconds to ``infer`` and the
         wait for the slot to ``model_wait`` (a document's pages are timed by their caller, the wait within ``infer``).
+        ``clock`` (the job's time limit) is checked before every tile batch; loading a model and waiting for a slot
+        are the worker's costs, not the job's, and do not count against it.
         """
         started = time.perf_counter()
         waited = 0.0
         try:
             profile = self._profile(job, pixels)
             spec = self.registry.resolve(job.task.value, profile)
-            model = self.registry.load(spec)
+            with clock.paused() if clock else nullcontext():
+                model = self.registry.load(spec)
             tiling = self.tiling_for(model, job.options.tile_size)
-            with self.model_slots.turn() if self.model_slots else nullcontext(0.0) as waited:
-                output = run_model(model, pixels, tiling, keeps_gray=job.task is not Task.colorize)
+            before_batch = (lambda: clock.check("infer")) if clock else None
+            with ExitStack() as slot:
+                if self.model_slots:
+                    with clock.paused() if clock else nullcontext():
+                        waited = slot.enter_context(self.model_slots.turn())
+                output = run_model(model, pixels, tiling, keeps_gray=job.task is not Task.colorize,
+                                   before_batch=before_batch)
             if pixels.shape[2] == 3 and output.pixels.shape[2] == 1:  # a colour page through a gray (document) model
                 output = self._page_colour(job, pixels, output)
             return output, model, profile

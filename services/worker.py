@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 # Multiprocess metrics need the folder before prometheus_client is first imported, in this process and its children.
@@ -38,7 +39,7 @@ from .config import get_settings  # noqa: E402
 from .errors import TransientError  # noqa: E402
 from .inference.registry import LoadedModel, ModelRegistry  # noqa: E402
 from .inference.slots import ModelSlots  # noqa: E402
-from .job_runner import JobRunner, RetryLater, retry_delay  # noqa: E402
+from .job_runner import JobRunner, RetryLater, error_of, retry_delay  # noqa: E402
 from .jobs import Job  # noqa: E402
 from .logs import configure_logging  # noqa: E402
 from .queue.celery_app import NOTIFY_TASK, RESTORE_TASK, app, send  # noqa: E402
@@ -48,6 +49,7 @@ from .queue.outages import (REDIS_DOWN, OutageSafeRequest, RedisUnavailable, aba
                             patiently, retry_task)
 from .queue.submission import EXPAND_TASK  # noqa: E402
 from .restorer import Restorer  # noqa: E402
+from .time_limits import HardLimitWatchdog, JobClock  # noqa: E402
 from .webhooks import Notification  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -71,9 +73,25 @@ def runner() -> JobRunner:
             restorer.warm_up(model)  # memory at its working size from the first job on (bench/soak.py)
 
         registry = ModelRegistry.from_settings(settings, on_load=loaded)
-        restorer = Restorer(settings, registry=registry, model_slots=_model_slots)
+        restorer = Restorer(settings, registry=registry, model_slots=_model_slots,
+                            watchdog=HardLimitWatchdog(_past_hard_limit))
         _runner = JobRunner(settings, job_store(settings), restorer, notify=_send_notification)
     return _runner
+
+
+# Exit status of a pool process ended by a job's hard time limit (Celery logs it; the pool starts a new process).
+HARD_LIMIT_EXIT_STATUS = 75
+
+
+def _past_hard_limit(job: Job, clock: JobClock) -> None:
+    """The watchdog's thread, while the job's own thread is stuck: record the failure (bounded: a stuck Redis must
+    not keep the process alive), then end the process. The message comes back (the pool process was lost) and is
+    dropped as a duplicate of a finished job."""
+    recorder = threading.Thread(target=lambda: runner().fail(job, error_of(clock.hard_limit_error())), daemon=True)
+    recorder.start()
+    recorder.join(timeout=10.0)
+    logging.shutdown()
+    os._exit(HARD_LIMIT_EXIT_STATUS)
 
 
 _clients: QueueClients | None = None

@@ -16,13 +16,13 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import ImageDecodeError, ImageEncodeError, ImageTooLargeError, UnsupportedImageError
-from ..inference.content import guess_profile
 
 # Our own limit (IMGRESTORE_MAX_PIXELS, checked from the header before any pixel is decoded) replaces Pillow's
 # fixed one, which would otherwise refuse images a deployment has chosen to allow.
@@ -155,12 +155,13 @@ def _to_arrays(image: Image.Image, fmt: str, info: dict) -> DecodedImage:
     mode = image.mode
     icc = info.get("icc_profile") or None
     alpha = None
-    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
-        pixels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)[..., None]
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):  # already unsigned 16-bit: read as is, in native byte order
+        pixels = np.asarray(image).astype(np.uint16, copy=False)[..., None]
+    elif mode == "I":
+        pixels = _bands_to_uint16(image, lambda rows: np.clip(rows, 0, 65535))[..., None]
     elif mode == "F":
-        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        scale = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0
-        pixels = np.round(np.clip(values / scale, 0.0, 1.0) * 65535).astype(np.uint16)[..., None]
+        scale = 1.0 if _finite_max(image) <= 1.0 else 255.0
+        pixels = _bands_to_uint16(image, lambda rows: _unit_float_to_uint16(rows, scale))[..., None]
     elif mode in ("1", "L", "LA", "La"):
         if mode in ("LA", "La"):
             image = image.convert("LA")
@@ -186,6 +187,45 @@ def _to_arrays(image: Image.Image, fmt: str, info: dict) -> DecodedImage:
         dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
         exif=exif.tobytes() if len(exif) else None,
     )
+
+
+# 32-bit gray (``I``, ``F``) is converted a band of rows at a time: whole-image int64/float64 copies made a 100 MP
+# float TIFF peak at 3.4 GB (issue 11, finding 4); bands keep the transient at a few MB, and 64-bit arithmetic
+# within a band keeps the values exactly what they were.
+_BAND_PIXELS = 1 << 18
+
+
+def _row_bands(image: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    width, height = image.size
+    rows = max(1, _BAND_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        yield top, np.asarray(image.crop((0, top, width, min(height, top + rows))))
+
+
+def _bands_to_uint16(image: Image.Image, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    width, height = image.size
+    out = np.empty((height, width), dtype=np.uint16)
+    for top, rows in _row_bands(image):
+        out[top:top + rows.shape[0]] = convert(rows)
+    return out
+
+
+def _finite(rows: np.ndarray) -> np.ndarray:
+    """NaN and ±inf read as 0."""
+    return np.where(np.isfinite(rows), rows, 0.0)
+
+
+def _unit_float_to_uint16(rows: np.ndarray, scale: float) -> np.ndarray:
+    """Float gray on [0, scale] → 0‥65535, in place in one float64 copy of the band."""
+    values = _finite(rows).astype(np.float64)
+    values /= scale
+    np.clip(values, 0.0, 1.0, out=values)
+    values *= 65535
+    return np.round(values, out=values)
+
+
+def _finite_max(image: Image.Image) -> float:
+    return max((float(_finite(rows).max(initial=0.0)) for _, rows in _row_bands(image)), default=0.0)
 
 
 def _icc_space(icc: bytes) -> bytes | None:
@@ -214,11 +254,13 @@ def encode(
     icc_profile: bytes | None = None,
     dpi: tuple[float, float] | None = None,
     exif: bytes | None = None,
+    content: str | None = None,
 ) -> EncodedImage:
     """Writes ``pixels`` (uint8/uint16, (H, W, 1|3)) and optional alpha in ``fmt``, keeping what metadata fits.
 
-    PNG is lossless whatever the content: 8-bit gray pages (``guess_profile``) are written with unfiltered rows, or
-    1 bit per pixel when they hold only black and white; ``png_compress_level`` 1 (the default) uses zlib's
+    ``content`` is what the caller knows the image shows (``"document"`` or ``"photo"``, the restorer's content
+    profile); the codec never guesses it. PNG is lossless whatever the content: 8-bit gray documents are written with
+    unfiltered rows, or 1 bit per pixel when they hold only black and white; ``png_compress_level`` 1 (the default) uses zlib's
     run-length matching for 8-bit gray and RGB, other levels zlib's default matcher at that level."""
     image = _to_pil(pixels, alpha, fmt)
     kwargs: dict = {}
@@ -236,7 +278,7 @@ def encode(
         kwargs.update(compression="tiff_adobe_deflate")
     elif fmt == "PNG":
         kwargs.update(compress_level=png_compress_level)
-    page_layout = _page_png_layout(pixels, image, kwargs) if fmt == "PNG" else None
+    page_layout = _page_png_layout(pixels, image, kwargs) if fmt == "PNG" and content == "document" else None
     if page_layout == "bilevel":
         image = image.convert("1")  # exactly 0 and 255: 1 bit per pixel loses nothing
     elif page_layout == "gray-unfiltered":
@@ -264,11 +306,9 @@ _IDENTITY_GRAY_PALETTE = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))
 
 
 def _page_png_layout(pixels: np.ndarray, image: Image.Image, kwargs: dict) -> str | None:
-    """How to write an 8-bit gray image that looks like a document page: ``bilevel`` when it holds only 0 and 255,
-    ``gray-unfiltered`` for other pages, None (Pillow's defaults) for photos, colour, alpha and 16-bit images."""
+    """How to write an 8-bit gray document page: ``bilevel`` when it holds only 0 and 255, ``gray-unfiltered`` for
+    other pages, None (Pillow's defaults) for colour, alpha and 16-bit images."""
     if image.mode != "L" or pixels.dtype != np.uint8 or pixels.shape[2] != 1:
-        return None
-    if guess_profile(pixels) != "document":  # a subsample: cheap next to the encoding
         return None
     step = max(1, max(pixels.shape[:2]) // 256)
     if _only_black_and_white(pixels[::step, ::step]) and _only_black_and_white(pixels):

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ..inference.registry import LoadedModel
     from ..inference.runner import InferenceOutput
     from ..storage import StorageRouter
+    from ..time_limits import JobClock
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ class PageRestorer(Protocol):
     settings: Settings
     storage: StorageRouter
 
-    def infer(self, job: Job, pixels: np.ndarray) -> tuple[InferenceOutput, LoadedModel, str | None]: ...
+    def infer(self, job: Job, pixels: np.ndarray,
+              clock: JobClock | None = None) -> tuple[InferenceOutput, LoadedModel, str | None]: ...
 
 
 DocumentKind = Literal["pdf", "tiff"]
@@ -131,6 +133,7 @@ class _Progress:
     first_size: tuple[int, int] | None = None
     mode: str = ""
     seen: set = field(default_factory=set)
+    clock: JobClock | None = None  # the job's time limit: each page's megapixels add to it
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -142,8 +145,11 @@ class _Progress:
 
     def restored(self, image: DecodedImage, restorer: PageRestorer) -> np.ndarray:
         """Runs the model on one page; returns the restored pixels."""
+        if self.clock is not None:
+            self.clock.count(image.megapixels)
+            self.clock.check(f"page {self.pages.restored + 1}")
         with self.stage("infer"):
-            output, model, profile = restorer.infer(self.job, image.pixels)
+            output, model, profile = restorer.infer(self.job, image.pixels, clock=self.clock)
         self.tiles += output.tiles
         self.megapixels += image.megapixels
         self.model, self.profile, self.provider = model.qualified_name, profile, model.provider
@@ -207,12 +213,14 @@ def output_preview_url(job: Job) -> str:
     return job.output_url
 
 
-def restore_document(restorer: PageRestorer, job: Job, data: bytes, timings: StageTimings) -> RestoreOutcome:
-    """Restores a document job end to end (the download already happened) and uploads the result once: every file
-    of it is written after the last page, so a failed document leaves nothing at its output."""
+def restore_document(restorer: PageRestorer, job: Job, data: bytes, timings: StageTimings,
+                     clock: JobClock | None = None) -> RestoreOutcome:
+    """Restores a document job end to end (the download already happened) within the job's time limit (``clock``)
+    and uploads the result once: every file of it is written after the last page, so a failed document leaves nothing
+    at its output."""
     kind = document_kind(data) or "tiff"
     target = document_output(kind, job.options.output_format)
-    progress = _Progress(job, timings, PageCounts(total=0, restored=0))
+    progress = _Progress(job, timings, PageCounts(total=0, restored=0), clock=clock)
     if kind == "pdf" and target == "PDF":
         files = [(job.output_url, _restore_pdf(restorer, progress, data), PDF_CONTENT_TYPE)]
     else:
@@ -223,6 +231,8 @@ def restore_document(restorer: PageRestorer, job: Job, data: bytes, timings: Sta
                 sink.add(page)
         files = sink.files(job.output_url)
         progress.mode = "+".join(dict.fromkeys(sink.modes))
+    if clock is not None:
+        clock.check("encode")  # before the upload: a document over its limit leaves no output
     with progress.stage("upload"):
         for url, body, content_type in files:
             restorer.storage.write(url, body, content_type)
@@ -349,7 +359,8 @@ class _PageFiles:
             if page.bilevel:  # exactly black and white: encode writes a 1-bit PNG of it
                 pixels = (np.asarray(to_bilevel(pixels), dtype=np.uint8) * 255)[..., None]
             encoded = encode(pixels, None, self.image_format, jpeg_quality=self.jpeg_quality,
-                             png_compress_level=self.png_compress_level, dpi=page.dpi)
+                             png_compress_level=self.png_compress_level, dpi=page.dpi,
+                             content="document")  # pages of a scanned document: the document PNG layout
             data, mode = encoded.data, encoded.mode
         self.encoded.append(data)
         self.modes.append(mode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +37,9 @@ def run_model(
     pixels: np.ndarray,
     tiles: TileSettings,
     keeps_gray: bool = True,
+    before_batch: Callable[[], None] | None = None,
 ) -> InferenceOutput:
+    """``before_batch`` runs before every tile batch (the job's time limit: it raises to stop)."""
     spec = model.spec
     height, width, channels = pixels.shape
     in_scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
@@ -60,6 +63,8 @@ def run_model(
         return tile.transpose(2, 0, 1)
 
     def infer(batch: np.ndarray) -> np.ndarray:
+        if before_batch is not None:
+            before_batch()
         try:
             result = model.run(np.ascontiguousarray(batch, dtype=np.float32))
         except Exception as exc:  # onnxruntime raises its own exception types

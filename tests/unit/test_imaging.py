@@ -151,7 +151,7 @@ def test_a_restored_page_is_written_as_unfiltered_gray_with_its_exact_pixels_and
     page = np.full((300, 240, 1), 255, np.uint8)
     page -= rng.integers(0, 12, page.shape, dtype=np.uint8)  # paper speckle the model leaves, 244–255
     page[40:60, 20:200] = rng.integers(0, 60, (20, 180, 1), dtype=np.uint8)  # a line of ink
-    out = encode(page, None, "PNG", dpi=(300.0, 300.0))
+    out = encode(page, None, "PNG", dpi=(300.0, 300.0), content="document")
     back = Image.open(io.BytesIO(out.data))
     assert out.mode == "L" and back.mode == "L"  # gray colour type, not the palette the encoder went through
     assert np.array_equal(np.asarray(back), page[..., 0])
@@ -163,21 +163,21 @@ def test_a_restored_page_is_written_as_unfiltered_gray_with_its_exact_pixels_and
 def test_a_page_of_only_black_and_white_is_written_with_one_bit_per_pixel_losslessly():
     page = np.full((200, 160, 1), 255, np.uint8)
     page[50:70, 10:150] = 0
-    out = encode(page, None, "PNG")
+    out = encode(page, None, "PNG", content="document")
     assert out.mode == "1" and Image.open(io.BytesIO(out.data)).mode == "1"
     assert np.array_equal(decode(out.data, 10**8).pixels, page)
 
 
 def test_photos_and_gray_pages_with_a_gray_profile_keep_the_adaptive_filters():
     ramp = np.tile(np.arange(256, dtype=np.uint8), (64, 1))[..., None]  # continuous tone: not a page
-    photo = encode(ramp, None, "PNG")
+    photo = encode(ramp, None, "PNG", content="photo")
     assert photo.mode == "L" and np.array_equal(decode(photo.data, 10**8).pixels, ramp)
     assert _png_row_filters(photo.data) != {0}
     rgb_profile = decode(CORPUS["icc-profile"].data, 10**8).icc_profile
     gray_profile = rgb_profile[:16] + b"GRAY" + rgb_profile[20:]  # what encode() reads: the header's colour space
     page = np.full((64, 64, 1), 250, np.uint8)
     page[::7] = 20
-    kept = encode(page, None, "PNG", icc_profile=gray_profile)
+    kept = encode(page, None, "PNG", icc_profile=gray_profile, content="document")
     assert Image.open(io.BytesIO(kept.data)).info["icc_profile"] == gray_profile
     assert np.array_equal(decode(kept.data, 10**8).pixels, page)
 
@@ -185,8 +185,38 @@ def test_photos_and_gray_pages_with_a_gray_profile_keep_the_adaptive_filters():
 @pytest.mark.slow
 def test_a_restored_sample_page_is_written_exactly_and_much_smaller_than_before():
     dirty, restored = _restored_sample_page()
-    out = encode(restored, None, "PNG")
+    out = encode(restored, None, "PNG", content="document")
     assert np.array_equal(decode(out.data, 10**8).pixels, restored)
     before = _pillow_level_1(restored)
     # Measured 0.77× (bench/results/codecs.md); the old encoding was 2.30× the dirty input, this is 1.78×.
     assert len(out.data) < 0.85 * len(before), (len(out.data), len(before), len(dirty))
+
+
+# --- 16-bit and float gray decode in 2 bytes a pixel (issue 11, finding 4) ------------------------------------------
+def _decode_peak_bytes(data: bytes) -> int:
+    """Peak of the allocations Python and numpy make while ``decode`` runs (tracemalloc: exact, not timing)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        decode(data, 10**8)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("kind", ["16-bit PNG", "float32 TIFF"])
+def test_deep_gray_images_decode_without_64_bit_copies(kind):
+    page = np.random.default_rng(5).integers(0, 256, (2000, 2000), dtype=np.uint8)  # 4 MP: bands are small
+    eight = io.BytesIO()
+    Image.fromarray(page).save(eight, "PNG", compress_level=1)
+    deep = io.BytesIO()
+    if kind == "16-bit PNG":
+        Image.fromarray(page.astype(np.uint16) * 257).save(deep, "PNG", compress_level=1)
+    else:
+        Image.fromarray(page.astype(np.float32) / 255).save(deep, "TIFF", compression="tiff_adobe_deflate")
+    ratio = _decode_peak_bytes(deep.getvalue()) / _decode_peak_bytes(eight.getvalue())
+    # The result is uint16, 2 bytes a pixel against 8-bit's 1; int64/float64 intermediates made it 8× (16-bit)
+    # and 12× (float) before.
+    assert ratio < 3.0, f"{kind} decode peaks at {ratio:.1f}× the 8-bit decode of the same page"
+    assert np.array_equal(decode(deep.getvalue(), 10**8).pixels[..., 0], page.astype(np.uint16) * 257)
