@@ -34,7 +34,7 @@ from .queue.job_store import JobStore
 from .queue.recovery import OrphanSweeper
 from .queue.submission import BatchSubmitter, is_earlier_output, output_for, prefix_root, request_id
 from .restorer import Restorer, attempt
-from .storage import ObjectInfo, StorageRouter, is_s3_url, matches_any
+from .storage import ObjectInfo, SkippedKey, StorageRouter, is_s3_url, matches_any
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,19 @@ class BackfillPlan(PrefixPlan):
         """What ``--resume`` finds."""
         return self.plan_id
 
-    def inputs(self, storage: StorageRouter, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def inputs(self, storage: StorageRouter, start_after: str | None = None,
+               on_skipped: SkippedKey | None = None) -> Iterator[ObjectInfo]:
         """What the backfill restores: matching files below the root, except its own output folder and the
         ``restored/<variant>/`` folders of earlier default outputs (compared as resolved paths, so ``--output
-        ./scans/clean`` over ``./scans`` is recognised in the ``scans/clean/...`` paths the listing yields)."""
+        ./scans/clean`` over ``./scans`` is recognised in the ``scans/clean/...`` paths the listing yields).
+        ``on_skipped(url, reason)``: matching keys the listing refused ('.'/'..' segments, empty segments)."""
         batch, include = self.batch(), list(self.include)
-        for info in storage.list(self.root, start_after):
+
+        def skipped(url: str, reason: str) -> None:
+            if on_skipped is not None and matches_any(url, include):
+                on_skipped(url, reason)
+
+        for info in storage.list(self.root, start_after, skipped):
             if matches_any(info.url, include) and not is_earlier_output(batch, info.url, self.root):
                 yield info
 
@@ -100,6 +107,7 @@ class BackfillStatus:
     failed: int = 0
     done_before: int = 0  # finished by earlier runs: not part of this run's rate
     listing_done: bool = False
+    unsafe_keys: int = 0  # listed keys refused as inputs ('.'/'..' or empty segments): in the failure report
     expected: int | None = None  # inputs in all, once a separate count has finished (the listing may be throttled)
     started: float = field(default_factory=time.monotonic)
 
@@ -157,6 +165,7 @@ class QueuedBackfill:
         self.sweeper = sweeper
         self.sweep_interval = sweep_interval
         self._last_sweep = time.monotonic()
+        self._skipped = SkippedKeys(self.status)
 
     def open(self, resume: bool) -> Batch:
         batch_id = self.plan.backfill_id
@@ -176,7 +185,7 @@ class QueuedBackfill:
         status.done_before = batch.done
         cursor = self.batches.cursor(batch.id)
         if not batch.sealed:
-            for info in self.plan.inputs(self.storage, cursor):
+            for info in self.plan.inputs(self.storage, cursor, self._skipped.note):
                 self._wait_for_capacity(batch.id, on_progress)
                 status.listed += 1
                 added = _retrying(lambda: self.submitter.add(batch, info.url, self.plan.root))
@@ -229,9 +238,22 @@ class QueuedBackfill:
             log.warning("orphan sweep failed", extra={"backfill_id": self.plan.backfill_id, "error": str(exc)})
 
     def failures(self) -> Iterator[dict]:
+        yield from self._skipped.records
         for job_id in self.batches.failed_ids(self.plan.backfill_id, limit=10**9):
             job = self.jobs.get(job_id)
             yield {"input": job.input_url, "job_id": job.id, **(job.error.model_dump() if job.error else {})}
+
+
+class SkippedKeys:
+    """Keys the listing refused, as failure-report records (``state: skipped``): never written, but reported."""
+
+    def __init__(self, status: BackfillStatus) -> None:
+        self.status = status
+        self.records: list[dict] = []
+
+    def note(self, url: str, reason: str) -> None:
+        self.status.unsafe_keys += 1
+        self.records.append({"input": url, "state": "skipped", "type": "unsafe_key", "message": reason})
 
 
 def _retrying(call: Callable, attempts: int = 60, delay: float = 0.5):
@@ -253,6 +275,7 @@ class EmbeddedBackfill:
         self.state_file = state_file
         self.status = BackfillStatus(plan.backfill_id)
         self._failures: list[dict] = []
+        self._skipped = SkippedKeys(self.status)
 
     def _finished_inputs(self, resume: bool) -> dict[str, dict]:
         """The last record of every input an earlier run finished (succeeded or failed)."""
@@ -276,7 +299,7 @@ class EmbeddedBackfill:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         batch = self.plan.batch()
         with self.state_file.open("a") as log:
-            for info in self.plan.inputs(self.restorer.storage):
+            for info in self.plan.inputs(self.restorer.storage, on_skipped=self._skipped.note):
                 status.listed += 1
                 fingerprint = f"{info.size}:{info.etag or ''}"
                 earlier = finished.get(info.url)
@@ -311,6 +334,7 @@ class EmbeddedBackfill:
             self._failures.append(record)
 
     def failures(self) -> Iterator[dict]:
+        yield from self._skipped.records
         yield from self._failures
 
 

@@ -169,6 +169,18 @@ class Settings(BaseSettings):
     max_queued_jobs_per_queue: int = Field(
         0, ge=0, description="The same cap for each queue on its own; 0: no cap."
     )
+    api_max_unfinished_jobs_per_token: int = Field(
+        20_000, ge=0, description="Per-token quota: a submission is refused (429) when it would leave the token "
+        "with more than this many queued or running jobs; 0: no quota."
+    )
+    api_submissions_per_minute_per_token: int = Field(
+        120, ge=0, description="Per-token quota: job and batch submissions (POST requests) a token may make per "
+        "minute (a fixed one-minute window); over it → 429 with Retry-After. 0: no quota."
+    )
+    api_inline_batch_inputs: int = Field(
+        100, ge=0, description="Batches with at most this many inputs are queued inside the request; larger "
+        "ones are answered at once (state submitting) and queued by the workers."
+    )
     batch_max_in_flight: int = Field(
         10_000, gt=0, description="Prefix batches queue more jobs only while fewer than this are unfinished."
     )

@@ -131,3 +131,14 @@ class QueueFullError(TransientError):
         self.scope = scope  # "global" or the queue's name
         self.waiting = waiting
         self.cap = cap
+
+
+class QuotaExceededError(QueueFullError):
+    """A per-token quota (IMGRESTORE_API_MAX_UNFINISHED_JOBS_PER_TOKEN, IMGRESTORE_API_SUBMISSIONS_PER_MINUTE_PER_TOKEN)
+    is reached; ``retry_after``: seconds until a retry may pass."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, scope: str, waiting: int, cap: int, retry_after: int = 30) -> None:
+        super().__init__(message, scope, waiting, cap)
+        self.retry_after = retry_after

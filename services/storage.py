@@ -11,7 +11,7 @@ import io
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +34,9 @@ class ObjectInfo:
     etag: str | None = None
 
 
+SkippedKey = Callable[[str, str], None]  # (url, reason): a listed key that no job may read or write
+
+
 class Storage(Protocol):
     def read(self, url: str) -> bytes: ...
 
@@ -41,7 +44,8 @@ class Storage(Protocol):
 
     def exists(self, url: str) -> bool: ...
 
-    def list(self, prefix_url: str, start_after: str | None = None) -> Iterator[ObjectInfo]: ...
+    def list(self, prefix_url: str, start_after: str | None = None,
+             on_skipped: SkippedKey | None = None) -> Iterator[ObjectInfo]: ...
 
 
 def is_s3_url(url: str) -> bool:
@@ -147,7 +151,8 @@ class LocalStorage:
     def exists(self, url: str) -> bool:
         return local_path(url).is_file()
 
-    def list(self, prefix_url: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def list(self, prefix_url: str, start_after: str | None = None,
+             on_skipped: SkippedKey | None = None) -> Iterator[ObjectInfo]:
         """Recursively, skipping hidden files, in the order S3 lists keys (lexicographic by path), so a listing
         resumed after ``start_after`` (a path it yielded) yields exactly what came after it. Memory holds one
         folder's entries per level of depth, never the whole tree."""
@@ -258,9 +263,11 @@ class S3Storage:
             return None
         return ObjectInfo(url, int(meta["ContentLength"]), meta.get("ETag", "").strip('"') or None)
 
-    def list(self, prefix_url: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def list(self, prefix_url: str, start_after: str | None = None,
+             on_skipped: SkippedKey | None = None) -> Iterator[ObjectInfo]:
         """Page by page (1000 keys a request), so memory stays flat for any number of keys; in key order,
-        optionally resuming after the URL ``start_after``."""
+        optionally resuming after the URL ``start_after``. Keys no job may use (``key_problem``) are not yielded:
+        ``on_skipped(url, reason)`` hears of each (a backfill's failure report lists them)."""
         bucket, prefix = split_s3_url(prefix_url, prefix=True)
         paginator = self.client.get_paginator("list_objects_v2")
         kwargs = {"Bucket": bucket, "Prefix": prefix}
@@ -273,8 +280,10 @@ class S3Storage:
                         continue  # a "folder" marker object, not an image
                     problem = key_problem(item["Key"])
                     if problem:  # a key no job may read or write: skipped, never becomes a job
-                        log.warning("listing skipped a key", extra={"url": f"s3://{bucket}/{item['Key']}"[:1024],
-                                                                    "reason": problem})
+                        url = f"s3://{bucket}/{item['Key']}"
+                        log.warning("listing skipped a key", extra={"url": url[:1024], "reason": problem})
+                        if on_skipped is not None:
+                            on_skipped(url, problem)
                         continue
                     yield ObjectInfo(f"s3://{bucket}/{item['Key']}", int(item["Size"]), item["ETag"].strip('"'))
 
@@ -358,8 +367,9 @@ class StorageRouter:
     def exists(self, url: str) -> bool:
         return self.for_url(url).exists(url)
 
-    def list(self, prefix_url: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        return self.for_url(prefix_url).list(prefix_url, start_after)
+    def list(self, prefix_url: str, start_after: str | None = None,
+             on_skipped: SkippedKey | None = None) -> Iterator[ObjectInfo]:
+        return self.for_url(prefix_url).list(prefix_url, start_after, on_skipped)
 
 
 def matches_any(url: str, patterns: list[str]) -> bool:

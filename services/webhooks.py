@@ -301,9 +301,17 @@ def finished_notifications(store: JobStore, batches: BatchStore, job: Job) -> li
     if job.callback_url:
         final = store.get(job.id)
         notes.append(Notification(job.callback_url, "job.finished", final.model_dump(mode="json")))
-    if job.batch_id and batches.mark_finished_once(job.batch_id):
-        batch = batches.get(job.batch_id)
-        if batch.callback_url:
-            payload = batch.model_dump(mode="json") | {"state": batch.state.value}
-            notes.append(Notification(batch.callback_url, "batch.finished", payload))
+    if job.batch_id:
+        notes += batch_finished_notifications(batches, job.batch_id)
     return notes
+
+
+def batch_finished_notifications(batches: BatchStore, batch_id: str) -> list[Notification]:
+    """The batch's webhook when it has just finished (once, whoever asks first: a job's finish or a cancel)."""
+    if not batches.mark_finished_once(batch_id):
+        return []
+    batch = batches.get(batch_id)
+    if not batch.callback_url:
+        return []
+    payload = batch.model_dump(mode="json") | {"state": batch.state.value}
+    return [Notification(batch.callback_url, "batch.finished", payload)]

@@ -19,6 +19,7 @@ from .context import ApiContext
 from .idempotency import IdempotencyStore
 from .limits import BodyLimitMiddleware
 from .observability import ApiMetrics, ObservabilityMiddleware
+from .quotas import SubmissionRate
 from .routes import batches, health, jobs, ui
 from .thumbnails import ThumbnailCache, Thumbnailer
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, celery_app: Celery | None = Non
                                settings.api_thumbnail_max_bytes, ThumbnailCache(),
                                concurrency=settings.api_thumbnail_concurrency, job_max_pixels=settings.max_pixels),
         metrics=metrics,
+        submission_rate=SubmissionRate(store.redis, settings.key_prefix, settings.api_submissions_per_minute_per_token),
     )
 
     @asynccontextmanager

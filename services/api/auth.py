@@ -1,6 +1,7 @@
 """Bearer tokens and their allow-lists.
 
-``IMGRESTORE_API_TOKENS`` is JSON: ``{"<token>": {"name": "ops", "allow": ["s3://scans/", "s3://archive/in/"]}}``.
+``IMGRESTORE_API_TOKENS`` is JSON: ``{"<token>": {"name": "ops", "allow": ["s3://scans/", "s3://archive/in/"]}}``,
+optionally with ``"callback_hosts": ["hooks.example.com"]``: the only hosts that token's callbacks may name.
 Only SHA-256 digests of the tokens are kept after parsing, every request is compared against all of them in
 constant time, and a token never appears in a log line or an error message (problems name the token's ``name``).
 """
@@ -12,6 +13,7 @@ import hmac
 import json
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -32,6 +34,19 @@ class TokenGrant(BaseModel):
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     allow: list[str] = Field(default_factory=list, description="s3://bucket/ or s3://bucket/prefix entries")
+    callback_hosts: list[str] | None = Field(
+        None, description="Host names (or IPv4 addresses) this token's callback_url may name, matched exactly; "
+        "absent: any host the egress rules allow")
+
+    @field_validator("callback_hosts")
+    @classmethod
+    def _host_names(cls, hosts: list[str] | None) -> list[str] | None:
+        if hosts is None:
+            return None
+        for host in hosts:
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", host):
+                raise ValueError(f"callback_hosts entry {host!r} is not a host name (no scheme, port or path)")
+        return [host.lower() for host in hosts]
 
     @field_validator("allow")
     @classmethod
@@ -54,6 +69,7 @@ class Principal:
 
     name: str
     allow: tuple[str, ...]
+    callback_hosts: tuple[str, ...] | None = None  # None: any host the egress rules allow
 
     def allows(self, url: str) -> bool:
         """Plain prefix match, as S3 policies do (``s3://b/in`` also covers ``s3://b/inbox/…``; end entries with /)."""
@@ -108,8 +124,9 @@ def parse_tokens(raw: SecretStr | None) -> TokenTable:
             raise ConfigurationError(f"IMGRESTORE_API_TOKENS: two tokens are named {grant.name!r}; names identify "
                                      "the owners of jobs and must be unique")
         names.add(grant.name)
+        hosts = None if grant.callback_hosts is None else tuple(grant.callback_hosts)
         grants[hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()] = Principal(grant.name,
-                                                                                            tuple(grant.allow))
+                                                                                            tuple(grant.allow), hosts)
     return TokenTable(grants)
 
 
@@ -135,3 +152,13 @@ def current_principal(request: Request,
 def require_allowed(principal: Principal, url: str, what: str) -> None:
     if not principal.allows(url):
         raise ApiError(403, "forbidden", f"{what} {url} is outside the prefixes token {principal.name!r} may use")
+
+
+def require_callback_host(principal: Principal, url: str) -> None:
+    """A token with ``callback_hosts`` may only name those hosts in a callback_url (403 otherwise)."""
+    if principal.callback_hosts is None:
+        return
+    host = (urlsplit(url).hostname or "").lower()
+    if host not in principal.callback_hosts:
+        raise ApiError(403, "forbidden", f"callback_url host {host!r} is not among the callback hosts token "
+                       f"{principal.name!r} may use")

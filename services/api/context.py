@@ -17,6 +17,7 @@ from ..storage import StorageRouter
 from .auth import TokenTable
 from .idempotency import IdempotencyStore
 from .observability import ApiMetrics
+from .quotas import SubmissionRate
 from .thumbnails import Thumbnailer
 
 @dataclass
@@ -33,6 +34,7 @@ class ApiContext:
     idempotency: IdempotencyStore
     thumbnails: Thumbnailer
     metrics: ApiMetrics
+    submission_rate: SubmissionRate
     probe_s3: Any = None  # readiness probe's own S3 client (short timeouts), made on first use
 
 

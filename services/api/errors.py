@@ -108,7 +108,8 @@ def install(app: FastAPI) -> None:
         status = status_of(exc)
         if status >= 500:
             log.warning("dependency failed", extra={"error_type": exc.code, "error": exc.message})
-        headers = {"Retry-After": RETRY_AFTER_QUEUE_FULL} if status == 429 else \
+        retry_after = str(getattr(exc, "retry_after", RETRY_AFTER_QUEUE_FULL))  # a quota knows when it frees
+        headers = {"Retry-After": retry_after} if status == 429 else \
             {"Retry-After": RETRY_AFTER_UNAVAILABLE} if status == 503 else None
         return error_response(status, exc.code, exc.message, headers=headers)
 

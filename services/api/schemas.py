@@ -126,6 +126,7 @@ class BatchView(BaseModel):
     created_at: datetime
     finished_at: datetime | None
     sealed: bool = Field(description="No more jobs will be added")
+    cancelled: bool = Field(False, description="DELETE /v1/batches/{id} stopped it: nothing more is queued")
     total: int
     counts: BatchCounts
     progress: float = Field(ge=0, le=1)
@@ -138,12 +139,18 @@ class BatchView(BaseModel):
             id=batch.id, kind=batch.kind, state=batch.state.value, task=batch.task, profile=batch.profile,
             options=batch.options, source=batch.source, output_prefix=batch.output_prefix, owner=batch.owner,
             callback_url=batch.callback_url, created_at=batch.created_at, finished_at=batch.finished_at,
-            sealed=batch.sealed, total=batch.total,
+            sealed=batch.sealed, cancelled=batch.cancelled, total=batch.total,
             counts=BatchCounts(succeeded=batch.succeeded, failed=batch.failed,
                                pending=max(0, batch.total - batch.done)),
             progress=min(1.0, max(0.0, batch.progress)), error=error,
             failures=[FailedJob(id=j.id, input_url=j.input_url, error=j.error) for j in failures or ()],
         )
+
+
+class BatchCancelled(BaseModel):
+    batch: BatchView
+    cancelled: int = Field(description="Queued jobs cancelled by this request (they fail with `cancelled`)")
+    running: int = Field(description="Jobs already started: they finish")
 
 
 class JobList(BaseModel):

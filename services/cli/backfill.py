@@ -35,7 +35,9 @@ def summary(backfill_id: str, status: BackfillStatus, report: Path | None) -> st
     before = status.listed - status.queued  # queued (service mode) or finished (embedded) by an earlier run
     earlier = f" ({before:,} of them handled by an earlier run)" if before > 0 else ""
     return (f"backfill {backfill_id}: {status.listed:,} inputs, [green]{status.succeeded:,} succeeded[/green], "
-            f"[red]{status.failed:,} failed[/red]{earlier}; {status.elapsed:,.1f} s. "
+            f"[red]{status.failed:,} failed[/red]{earlier}"
+            f"{f', {status.unsafe_keys:,} unsafe keys skipped' if status.unsafe_keys else ''}; "
+            f"{status.elapsed:,.1f} s. "
             f"Failures: {report if report is not None else 'none'}")
 
 

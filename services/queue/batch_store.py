@@ -4,7 +4,9 @@ Keys (under ``settings.key_prefix``), written only here and by ``JobStore`` (whi
 ``batch:<id>`` hash (the fields below; ``cursor``, where a listing resumes; ``error``, why a prefix listing
 stopped; counters ``succeeded``/``failed`` kept by ``JobStore`` as jobs finish), ``batch:<id>:jobs`` list of job
 ids, ``batch:<id>:members`` set of the same ids (membership makes adding an input idempotent),
-``batch:<id>:failed`` sorted set of failed job ids, ``batches:recent`` sorted set of batch ids by creation time.
+``batch:<id>:failed`` sorted set of failed job ids, ``batches:recent`` sorted set of batch ids by creation time,
+``batch:<id>:inputs`` list of the input URLs of a large inputs batch that the workers have yet to queue (dropped once
+it is sealed). ``cancelled`` in the hash: ``DELETE /v1/batches/{id}`` asked that nothing more be queued or run.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Batch(BaseModel):
     callback_url: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sealed: bool = False  # no more jobs will be added
+    cancelled: bool = False  # cancelled: nothing more is queued, queued jobs were cancelled
     total: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -104,7 +107,7 @@ class BatchStore:
         raw = self.redis.hgetall(self.key(batch_id))
         if not raw:
             raise BatchNotFoundError(f"no batch {batch_id!r} (unknown id, or expired)")
-        data = {k: (_load(v) if k in ("options", "sealed") else v) for k, v in raw.items() if v != ""}
+        data = {k: (_load(v) if k in ("options", "sealed", "cancelled") else v) for k, v in raw.items() if v != ""}
         for name in _INT_FIELDS:
             data[name] = int(data.get(name, 0))
         return Batch.model_validate(data)
@@ -132,7 +135,37 @@ class BatchStore:
         self.redis.hset(self.key(batch_id), "cursor", cursor)
 
     def seal(self, batch_id: str) -> None:
-        self.redis.hset(self.key(batch_id), "sealed", "true")
+        with self.redis.pipeline() as pipe:
+            pipe.hset(self.key(batch_id), "sealed", "true")
+            pipe.delete(self._inputs_key(batch_id))  # all queued (or cancelled): nothing left to expand
+            pipe.execute()
+
+    # --- large inputs batches, expanded by the workers ---
+    def _inputs_key(self, batch_id: str) -> str:
+        return self.key(batch_id) + ":inputs"
+
+    def save_inputs(self, batch_id: str, inputs: list[str], chunk: int = 5_000) -> None:
+        """The inputs the workers will queue (``BatchSubmitter.expand_step``), in order."""
+        with self.redis.pipeline() as pipe:
+            for start in range(0, len(inputs), chunk):
+                pipe.rpush(self._inputs_key(batch_id), *inputs[start:start + chunk])
+            pipe.execute()
+
+    def inputs(self, batch_id: str, start: int, stop: int) -> list[str]:
+        """Saved inputs ``start``..``stop`` (inclusive); [] past the end or once the batch is sealed."""
+        return list(self.redis.lrange(self._inputs_key(batch_id), start, stop))
+
+    # --- cancelling ---
+    def cancel(self, batch_id: str) -> None:
+        """Nothing more will be queued: a background expansion stops at its next check, and the batch is sealed
+        with the jobs it has (those still queued are cancelled by the caller, ``JobStore.cancel_queued``)."""
+        with self.redis.pipeline() as pipe:
+            pipe.hset(self.key(batch_id), mapping={"cancelled": "true", "sealed": "true"})
+            pipe.delete(self._inputs_key(batch_id))
+            pipe.execute()
+
+    def is_cancelled(self, batch_id: str) -> bool:
+        return self.redis.hget(self.key(batch_id), "cancelled") == "true"
 
     def mark_finished_once(self, batch_id: str) -> bool:
         """True for exactly one caller once the batch is complete (who then sends its callback)."""

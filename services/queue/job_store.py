@@ -13,6 +13,9 @@ Keys (all under ``settings.key_prefix``):
 - ``stats:recovery`` hash: deliveries interrupted by a Redis outage, orphans re-queued
 - ``jobs:state:succeeded`` / ``jobs:state:failed`` sorted sets of finished job ids by finish time, trimmed to the
   record TTL: listing by state finds any finished job still kept
+- ``tokens:unfinished`` hash: API token name (a job's ``owner``) → its ``queued`` and ``running`` jobs, the per-token
+  quota. Counted up where a record becomes unfinished (create, requeue) and down in the finish script, so every way
+  out — success, failure, cancel, dead letter — keeps it right
 
 Every Lua script declares every key it touches (tests/unit/test_job_store_scripts.py checks it under MONITOR), as
 Redis Cluster and cluster-mode proxies require. The keys of one script share a slot when ``IMGRESTORE_KEY_PREFIX``
@@ -32,7 +35,7 @@ from typing import Any
 
 import redis
 
-from ..errors import JobNotFoundError, QueueFullError
+from ..errors import JobNotFoundError, QueueFullError, QuotaExceededError
 from ..jobs import Job, JobError, JobState, OutputInfo, StageTimings, utcnow
 
 _JSON_FIELDS = ("options", "error", "timings", "result")
@@ -136,8 +139,8 @@ return removed
 
 # A new job's record and its queue message, as one unit: both are written or neither (a record with no message would
 # stay ``queued`` and never run, and the client that got an error would retry it as another job). Caps on waiting messages are
-# checked first: ARGV[4] for KEYS[4] (the job's queue), ARGV[5] for the sum over KEYS[5..] (every task queue); 0 is
-# no cap. HSET is the first write: when Redis refuses writes (OOM under noeviction, read-only replica,
+# checked first: ARGV[4] for KEYS[4] (the job's queue), ARGV[5] for the sum over KEYS[5..n-1] (every task queue); 0
+# is no cap; then the per-token quota (KEYS[n], ``tokens:unfinished``). HSET is the first write: when Redis refuses writes (OOM under noeviction, read-only replica,
 # min-replicas) it fails before anything is written, and a script that has written is never cut short by OOM.
 # ARGV[6] = '0' keeps an existing record and pushes nothing: a record written here was queued with it.
 _CREATE_QUEUED_SCRIPT = """
@@ -149,14 +152,23 @@ end
 local total_cap = tonumber(ARGV[5])
 if total_cap > 0 then
   local waiting = 0
-  for i = 5, #KEYS do waiting = waiting + redis.call('LLEN', KEYS[i]) end
+  for i = 5, #KEYS - 1 do waiting = waiting + redis.call('LLEN', KEYS[i]) end
   if waiting >= total_cap then return {'full', 'global', waiting, total_cap} end
 end
 if ARGV[6] == '0' and redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+-- per-token quota: KEYS[#KEYS] counts each owner's unfinished jobs; ARGV[10] the owner ('' none), ARGV[11] its cap
+local owner, owner_cap = ARGV[10], tonumber(ARGV[11])
+local before = redis.call('HGET', KEYS[1], 'state')
+local owner_counts = owner ~= '' and before ~= 'queued' and before ~= 'running'
+if owner_counts and owner_cap > 0 then
+  local unfinished = tonumber(redis.call('HGET', KEYS[#KEYS], owner) or '0')
+  if unfinished >= owner_cap then return {'full', 'token', unfinished, owner_cap} end
+end
+-- end of the per-token quota check
+redis.call('HSET', KEYS[1], unpack(ARGV, 12))
 -- an overwritten record (a re-submitted id) keeps none of the old fields the new one lacks
 local keep = {}
-for i = 10, #ARGV, 2 do keep[ARGV[i]] = true end
+for i = 12, #ARGV, 2 do keep[ARGV[i]] = true end
 for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
   if not keep[name] then redis.call('HDEL', KEYS[1], name) end
 end
@@ -165,13 +177,14 @@ redis.call('ZADD', KEYS[2], ARGV[7], ARGV[9])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[2]) - 1)
 redis.call('ZADD', KEYS[3], ARGV[8], ARGV[9])
 redis.call('LPUSH', KEYS[4], ARGV[3])
+if owner_counts then redis.call('HINCRBY', KEYS[#KEYS], owner, 1) end  -- per-token quota
 return {'queued', 1}
 """
 
 # Atomically move a job to a final state, once: a second finish (a duplicate delivery) changes nothing. Every key is
 # declared (Redis Cluster and cluster-mode proxies route a script by its declared keys): KEYS[1] the job, [2] the
 # finished counts, [3] the unfinished index, [4] the final state's set, [5] the dead-letter set, and for a job of a
-# batch [6] the batch hash and [7] its failed set. A failure that ARGV[4] marks as dead-lettered enters the
+# batch [6] the batch hash and [7] its failed set; the last key is the per-token unfinished counts. A failure that ARGV[4] marks as dead-lettered enters the
 # dead-letter set here, with the state change; a batch job counts towards its batch's totals here too, so none of
 # them can disagree with the record.
 _FINISH_SCRIPT = """
@@ -180,7 +193,7 @@ if not state then return 0 end
 if state == 'succeeded' or state == 'failed' then return 0 end
 if ARGV[3] ~= '' and state ~= ARGV[3] then return 0 end
 local batch = redis.call('HGET', KEYS[1], 'batch_id')
-if batch and batch ~= '' and #KEYS < 7 then
+if batch and batch ~= '' and #KEYS < 8 then
   return redis.error_reply('job of batch ' .. batch .. ': its batch keys were not declared')
 end
 for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
@@ -200,6 +213,11 @@ end
 if batch and batch ~= '' then
   redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
   if ARGV[1] == 'failed' then redis.call('ZADD', KEYS[7], now, id) end
+end
+-- per-token quota: the owner has one unfinished job less (never below 0: jobs from before the count began)
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= '' and redis.call('HINCRBY', KEYS[#KEYS], owner, -1) <= 0 then
+  redis.call('HDEL', KEYS[#KEYS], owner)
 end
 return 1
 """
@@ -319,6 +337,15 @@ class JobStore:
         """Hash: ``interrupted`` (deliveries ended by a Redis outage), ``orphans_requeued``."""
         return f"{self.prefix}stats:recovery"
 
+    @property
+    def owners_unfinished_key(self) -> str:
+        """Hash: token name → its ``queued`` and ``running`` jobs (the per-token quota)."""
+        return f"{self.prefix}tokens:unfinished"
+
+    def unfinished_of(self, owner: str) -> int:
+        """How many jobs of token ``owner`` are queued or running."""
+        return int(self.redis.hget(self.owners_unfinished_key, owner) or 0)
+
     def recovery_counts(self) -> dict[str, int]:
         counts = {"interrupted": 0, "orphans_requeued": 0}
         counts.update({k: int(v) for k, v in self.redis.hgetall(self.recovery_key).items()})
@@ -338,22 +365,32 @@ class JobStore:
             pipe.zremrangebyrank(self.recent_key, 0, -RECENT_LIMIT - 1)
             if not job.state.finished:
                 pipe.zadd(self.unfinished_key, {job.id: utcnow().timestamp()})
+                if job.owner:  # per-token quota (a record written here has no earlier one: see overwrite)
+                    pipe.hincrby(self.owners_unfinished_key, job.owner, 1)
             pipe.execute()
         return True
 
     def create_queued(self, job: Job, queue: str, message: str, all_queues: list[str], queue_cap: int = 0,
-                      total_cap: int = 0, overwrite: bool = True) -> bool:
+                      total_cap: int = 0, overwrite: bool = True, owner_cap: int = 0) -> bool:
         """Writes the record and pushes ``message`` (``celery_app.encode_message``) onto ``queue`` in one script:
         both or neither. Raises ``QueueFullError`` when ``queue`` holds ``queue_cap`` waiting messages or
         ``all_queues`` together ``total_cap`` (0: no cap), with nothing written. With ``overwrite=False`` an
-        existing record is kept and nothing is pushed (it was queued with its message): False then."""
+        existing record is kept and nothing is pushed (it was queued with its message): False then. ``owner_cap``:
+        the per-token quota of ``job.owner``'s unfinished jobs (``QuotaExceededError``; 0: none)."""
         fields: list[str] = []
         for name, value in _encode(job).items():
             fields += [name, value]
         reply = self._create_queued(
-            keys=[self.job_key(job.id), self.recent_key, self.unfinished_key, queue, *all_queues],
+            keys=[self.job_key(job.id), self.recent_key, self.unfinished_key, queue, *all_queues,
+                  self.owners_unfinished_key],
             args=[self.ttl, RECENT_LIMIT, message, queue_cap, total_cap, 1 if overwrite else 0,
-                  job.created_at.timestamp(), utcnow().timestamp(), job.id, *fields])
+                  job.created_at.timestamp(), utcnow().timestamp(), job.id, job.owner or "", owner_cap, *fields])
+        if reply[0] == "full" and reply[1] == "token":
+            unfinished, cap = int(reply[2]), int(reply[3])
+            raise QuotaExceededError(
+                f"token {job.owner!r} has {unfinished} jobs queued or running, at its quota of {cap} "
+                "(IMGRESTORE_API_MAX_UNFINISHED_JOBS_PER_TOKEN); retry once some have finished",
+                scope="token", waiting=unfinished, cap=cap)
         if reply[0] == "full":
             scope, waiting, cap = reply[1], int(reply[2]), int(reply[3])
             what = "jobs queued in all queues" if scope == "global" else f"jobs queued in {scope}"
@@ -508,6 +545,7 @@ class JobStore:
         batch_id = self.redis.hget(self.job_key(job_id), "batch_id")  # never changes once the job is created
         if batch_id:
             keys += [self.batch_key(batch_id), self.batch_failed_key(batch_id)]
+        keys.append(self.owners_unfinished_key)  # always last (per-token quota)
         return bool(self._finish(keys=keys, args=args))
 
     def cancel(self, job_id: str) -> bool:
@@ -515,6 +553,26 @@ class JobStore:
         self.get(job_id)  # unknown ids are an error, not a "no"
         error = JobError(type="cancelled", message="cancelled before it started")
         return self._finish_once(job_id, JobState.failed, {"error": error}, only_from=JobState.queued)
+
+    def cancel_queued(self, job_ids: list[str], batch_id: str | None = None, chunk: int = 500) -> int:
+        """``cancel`` for many jobs (of batch ``batch_id``, whose keys the finish script needs), pipelined: those
+        still queued fail with ``cancelled``; running and finished ones are left alone. Returns how many."""
+        error = _encode_value(JobError(type="cancelled", message="cancelled before it started (its batch was "
+                                                                  "cancelled)"))
+        keys_of_batch = [self.batch_key(batch_id), self.batch_failed_key(batch_id)] if batch_id else []
+        cancelled = 0
+        for start in range(0, len(job_ids), chunk):
+            with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids[start:start + chunk]:
+                    self._finish(keys=[self.job_key(job_id), self.stats_key, self.unfinished_key,
+                                       self.state_prefix + JobState.failed.value, self.dead_key, *keys_of_batch,
+                                       self.owners_unfinished_key],
+                                 args=[JobState.failed.value, self.ttl, JobState.queued.value, "",
+                                       "state", JobState.failed.value, "finished_at", utcnow().isoformat(),
+                                       "error", error],
+                                 client=pipe)
+                cancelled += sum(int(reply) for reply in pipe.execute())
+        return cancelled
 
     def schedule_retry(self, job_id: str, error: JobError) -> int:
         """Back to ``queued`` with the reason kept; returns the retry count."""
@@ -546,6 +604,8 @@ class JobStore:
                 pipe.hincrby(self.batch_key(job.batch_id), job.state.value, -1)
                 pipe.zrem(self.batch_failed_key(job.batch_id), job_id)
                 pipe.hdel(self.batch_key(job.batch_id), "finished_at")
+            if job.owner and job.state.finished:  # per-token quota: unfinished again
+                pipe.hincrby(self.owners_unfinished_key, job.owner, 1)
             pipe.execute()
         return job.model_copy(update={"state": JobState.queued, "error": None, "finished_at": None, "result": None,
                                       "lost": 0, "retries": 0})

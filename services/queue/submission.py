@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from celery import Celery
 
 from ..config import Settings
-from ..errors import InvalidJobError, QueueFullError
+from ..errors import InvalidJobError, QueueFullError, QuotaExceededError
 from ..jobs import (DEFAULT_INCLUDE, Job, JobOptions, JobRequest, JobState, Profile, Task, derive_output_url,
                     in_restored_folder, output_under)
 from ..storage import StorageRouter, is_s3_url, local_path, matches_any, relative_below, split_s3_url
@@ -27,6 +27,7 @@ from .celery_app import RESTORE_TASK, encode_message, send, task_queue_names
 from .job_store import JobStore
 
 EXPAND_TASK = "imgrestore.expand_batch"
+INPUTS_SOURCE = "inputs:"  # the expand task's root for an inputs batch: its saved inputs, not a prefix listing
 # Request ids hash the include patterns. The default list gained *.gif and *.pdf (one list with ``run``); hashing the
 # default as the list it replaced keeps the ids of backfills and watches started before, so ``--resume`` (and a
 # watch's state file) still finds them.
@@ -58,7 +59,21 @@ class Submitter:
         return self.store.create_queued(
             job, queue, message, task_queue_names(self.settings),
             queue_cap=self.settings.max_queued_jobs_per_queue if capped else 0,
-            total_cap=self.settings.max_queued_jobs if capped else 0, overwrite=overwrite)
+            total_cap=self.settings.max_queued_jobs if capped else 0, overwrite=overwrite,
+            owner_cap=self.settings.api_max_unfinished_jobs_per_token if capped else 0)
+
+    def check_owner_quota(self, owner: str | None, count: int) -> None:
+        """Raises ``QuotaExceededError`` unless token ``owner`` may have ``count`` more unfinished jobs (a batch
+        checks once for all its inputs, as ``check_capacity`` does)."""
+        cap = self.settings.api_max_unfinished_jobs_per_token
+        if not owner or not cap:
+            return
+        unfinished = self.store.unfinished_of(owner)
+        if unfinished + count > cap:
+            raise QuotaExceededError(
+                f"token {owner!r} has {unfinished} jobs queued or running and asks for {count} more: over its quota "
+                f"of {cap} (IMGRESTORE_API_MAX_UNFINISHED_JOBS_PER_TOKEN); retry once some have finished",
+                scope="token", waiting=unfinished, cap=cap)
 
     def check_capacity(self, task: Task, count: int) -> None:
         """Raises ``QueueFullError`` unless ``count`` more jobs of ``task`` fit under the queued-job caps (a batch
@@ -182,7 +197,8 @@ class BatchSubmitter:
         return batch.total - batch.done
 
     def submit_inputs(self, batch: Batch, inputs: Iterable[str]) -> Batch:
-        """A batch of explicit inputs, queued now and sealed."""
+        """A batch of explicit inputs: up to ``api_inline_batch_inputs`` queued now and sealed; more are saved and
+        returned at once (``submitting``), queued by the workers as a prefix batch is (``expand_step``)."""
         inputs = list(inputs)
         if len(inputs) > self.settings.api_max_batch_inputs:
             raise InvalidJobError(f"{len(inputs)} inputs: at most {self.settings.api_max_batch_inputs} a batch "
@@ -190,11 +206,33 @@ class BatchSubmitter:
         for url in inputs:
             validate_urls(url, None)
         self.submitter.check_capacity(batch.task, len(inputs))
+        self.submitter.check_owner_quota(batch.owner, len(inputs))
         self.batches.create(batch)
+        if len(inputs) > self.settings.api_inline_batch_inputs:
+            self.batches.save_inputs(batch.id, inputs)
+            self._send_expand(batch, INPUTS_SOURCE, [])
+            return batch
         for url in inputs:
             self.add(batch, url)
         self.batches.seal(batch.id)
         return self.batches.get(batch.id)
+
+    def _send_expand(self, batch: Batch, root: str, include: list[str]) -> None:
+        try:
+            send(self.app, EXPAND_TASK, [batch.id, root, include, ""], self.settings.control_queue)
+        except BaseException:
+            # No message, no expansion: the batch would read "submitting" for ever, and the client, who gets the
+            # error and not its id, retries as a new batch.
+            self.batches.discard(batch.id)
+            raise
+
+    def cancel(self, batch_id: str) -> tuple[int, int]:
+        """Stops the batch: nothing more is queued (a background expansion stops), its queued jobs are cancelled,
+        running ones finish. Returns (cancelled, still running)."""
+        self.batches.cancel(batch_id)
+        cancelled = self.jobs.cancel_queued(self.batches.job_ids(batch_id), batch_id)
+        batch = self.batches.get(batch_id)
+        return cancelled, max(0, batch.total - batch.done)
 
     def submit_prefix(self, batch: Batch, prefix_url: str, include: list[str] | None = None) -> Batch:
         """A batch of everything under an S3 prefix: returned at once, expanded server-side by the workers."""
@@ -202,14 +240,7 @@ class BatchSubmitter:
             raise InvalidJobError(f"{prefix_url}: a batch prefix must be an s3:// URL")
         batch.source = prefix_root(prefix_url)
         self.batches.create(batch)
-        try:
-            send(self.app, EXPAND_TASK, [batch.id, batch.source, include or DEFAULT_INCLUDE, ""],
-                 self.settings.control_queue)
-        except BaseException:
-            # No message, no expansion: the batch would read "submitting" for ever, and the client, who gets the
-            # error and not its id, retries as a new batch.
-            self.batches.discard(batch.id)
-            raise
+        self._send_expand(batch, batch.source, include or DEFAULT_INCLUDE)
         return batch
 
     def expand_step(self, batch_id: str, root: str, include: list[str], start_after: str,
@@ -220,6 +251,10 @@ class BatchSubmitter:
         Stops early, returning the cursor, when the batch already has ``max_in_flight`` unfinished jobs.
         """
         batch = self.batches.get(batch_id)
+        if batch.cancelled:
+            return None
+        if root == INPUTS_SOURCE:
+            return self._expand_inputs(batch, int(start_after or 0), max_in_flight, page_budget)
         listed = 0
         cursor = start_after
         for info in storage.list(root, start_after or None):
@@ -229,7 +264,39 @@ class BatchSubmitter:
             listed += 1
             if listed % 1000 == 0:
                 self.batches.save_cursor(batch_id, cursor)
+                if self._stopped(batch_id):
+                    return None
                 if listed >= 1000 * page_budget or self.in_flight(batch_id) >= max_in_flight:
                     return cursor
         self.batches.seal(batch_id)
+        self._stopped(batch_id)
         return None
+
+    def _expand_inputs(self, batch: Batch, start: int, max_in_flight: int, page_budget: int,
+                       page: int = 1000) -> str | None:
+        """``expand_step`` for the saved inputs of a large inputs batch; the cursor is the next input's index."""
+        for _ in range(page_budget):
+            urls = self.batches.inputs(batch.id, start, start + page - 1)
+            for url in urls:
+                self.add(batch, url)
+            start += len(urls)
+            if len(urls) < page:
+                break
+            self.batches.save_cursor(batch.id, str(start))
+            if self._stopped(batch.id):
+                return None
+            if self.in_flight(batch.id) >= max_in_flight:
+                return str(start)
+        else:
+            return str(start)
+        self.batches.seal(batch.id)
+        self._stopped(batch.id)
+        return None
+
+    def _stopped(self, batch_id: str) -> bool:
+        """True when the batch was cancelled meanwhile: what this expansion queued since the cancel read the job
+        list is cancelled too (so none escapes), and the expansion stops."""
+        if not self.batches.is_cancelled(batch_id):
+            return False
+        self.jobs.cancel_queued(self.batches.job_ids(batch_id), batch_id)
+        return True

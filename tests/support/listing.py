@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from services.storage import ObjectInfo
+from services.storage import ObjectInfo, SkippedKey
 
 
 class Listing:
@@ -16,7 +16,8 @@ class Listing:
         self.fail_after = fail_after
         self.listed = 0
 
-    def list(self, prefix_url: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def list(self, prefix_url: str, start_after: str | None = None,
+             on_skipped: SkippedKey | None = None) -> Iterator[ObjectInfo]:
         for url in self.urls:
             if not url.startswith(prefix_url) or (start_after is not None and url <= start_after):
                 continue

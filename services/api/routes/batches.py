@@ -11,13 +11,15 @@ from ...errors import BatchNotFoundError
 from ...jobs import DEFAULT_INCLUDE
 from ...queue.batch_store import Batch
 from ...queue.submission import output_for, prefix_root
+from ...webhooks import batch_finished_notifications
 from ..access import can_see_batch, hidden_batch
-from ..auth import Principal, current_principal, require_allowed
+from ..auth import Principal, current_principal, require_allowed, require_callback_host
 from ..context import ApiContext, get_ctx
 from ..errors import ApiError
-from ..schemas import BatchCreate, BatchList, BatchView, JobList
+from ..schemas import BatchCancelled, BatchCreate, BatchList, BatchView, JobList
 from ..urls import check_callback_url, check_s3_url
-from .common import (AUTH_ERRORS, NOT_FOUND, SUBMIT_ERRORS, BatchId, IdempotencyKey, create_once,
+from .common import (AUTH_ERRORS, NOT_FOUND, SUBMIT_ERRORS, BatchId, IdempotencyKey, counted_submission,
+                     create_once,
                      known_query_only)
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ def _check(body: BatchCreate, principal: Principal, ctx: ApiContext) -> Batch:
     """Syntax (422), limits (422) and the allow-list (403) of every location the batch will read or write."""
     if body.callback_url is not None:
         check_callback_url(body.callback_url, ctx.settings.callback_egress.allowed_networks)
+        require_callback_host(principal, body.callback_url)
     if body.output_prefix is not None:
         check_s3_url(body.output_prefix, "output_prefix", prefix=True)
     batch = Batch(task=body.task, profile=body.profile, options=body.options.to_job_options(),
@@ -84,7 +87,8 @@ def visible_batch(ctx: ApiContext, principal: Principal, batch_id: str) -> Batch
     return batch
 
 
-@router.post("", status_code=201, response_model=BatchView, responses=SUBMIT_ERRORS, summary="Submit a batch")
+@router.post("", status_code=201, response_model=BatchView, responses=SUBMIT_ERRORS, summary="Submit a batch",
+             dependencies=[Depends(counted_submission)])
 def submit_batch(body: BatchCreate, response: Response, idempotency_key: IdempotencyKey = None,
                  principal: Principal = Depends(current_principal),
                  ctx: ApiContext = Depends(get_ctx)) -> BatchView:
@@ -136,3 +140,20 @@ def batch_jobs(batch_id: BatchId, offset: Annotated[int, Query(ge=0, le=10_000_0
                ctx: ApiContext = Depends(get_ctx)) -> JobList:
     visible_batch(ctx, principal, batch_id)
     return JobList(jobs=ctx.jobs.get_many(ctx.batches.job_ids(batch_id, offset, offset + limit - 1)))
+
+
+@router.delete("/{batch_id}", response_model=BatchCancelled, responses={**AUTH_ERRORS, **NOT_FOUND},
+               summary="Cancel a batch: nothing more is queued, queued jobs are cancelled, running ones finish")
+def cancel_batch(batch_id: BatchId, principal: Principal = Depends(current_principal),
+                 ctx: ApiContext = Depends(get_ctx)) -> BatchCancelled:
+    """Stops a background expansion (prefix or large inputs batch), fails its queued jobs with the error
+    `cancelled` (as `DELETE /v1/jobs/{id}` does) and seals it; jobs already running finish. Cancelling again is
+    harmless (0 more cancelled)."""
+    visible_batch(ctx, principal, batch_id)
+    cancelled, running = ctx.batch_submitter.cancel(batch_id)
+    for note in batch_finished_notifications(ctx.batches, batch_id):  # the cancel may have finished it
+        note.queue(ctx.celery, ctx.settings.control_queue)
+    log.info("batch cancelled", extra={"batch_id": batch_id, "owner": principal.name, "cancelled": cancelled,
+                                       "running": running})
+    return BatchCancelled(batch=_view(ctx, ctx.batches.get(batch_id), with_failures=False),
+                          cancelled=cancelled, running=running)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Header, Path, Request, Response
+from fastapi import Depends, Header, Path, Request, Response
 from pydantic import BaseModel
 
+from ..auth import Principal, current_principal
+from ..context import ApiContext, get_ctx
 from ..errors import ApiError, ErrorBody
 from ..idempotency import KEY_PATTERN, Claim, IdempotencyStore, fingerprint
 
@@ -36,7 +38,14 @@ SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
     403: _error("A URL lies outside the token's allow-list"),
     409: _error("This Idempotency-Key was used for a different request, or that request is still running"),
     413: _error("Request body over IMGRESTORE_API_MAX_REQUEST_BYTES"),
+    429: _error("A per-token quota or a queued-job cap is reached; Retry-After says when to try again"),
 }
+
+
+def counted_submission(principal: Principal = Depends(current_principal),
+                       ctx: ApiContext = Depends(get_ctx)) -> None:
+    """The per-token submission rate (429 over IMGRESTORE_API_SUBMISSIONS_PER_MINUTE_PER_TOKEN)."""
+    ctx.submission_rate.take(principal.name)
 
 
 def known_query_only(request: Request) -> None:

@@ -13,13 +13,14 @@ from ...imaging.documents import output_preview_url
 from ...jobs import Job, JobRequest, JobState, derive_output_url
 from ...webhooks import finished_notifications
 from ..access import can_see_job, hidden_job
-from ..auth import Principal, current_principal, require_allowed
+from ..auth import Principal, current_principal, require_allowed, require_callback_host
 from ..context import ApiContext, get_ctx
 from ..errors import ApiError
 from ..schemas import JobCreate, JobList
 from ..thumbnails import DEFAULT_SIZE, THUMBNAIL_SIZES
 from ..urls import check_callback_url, check_s3_url
-from .common import (AUTH_ERRORS, NOT_FOUND, SUBMIT_ERRORS, IdempotencyKey, JobId, _error, create_once,
+from .common import (AUTH_ERRORS, NOT_FOUND, SUBMIT_ERRORS, IdempotencyKey, JobId, _error, counted_submission,
+                     create_once,
                      known_query_only)
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def checked_request(body: JobCreate, principal: Principal, ctx: ApiContext) -> J
         check_s3_url(body.output_url, "output_url")
     if body.callback_url is not None:
         check_callback_url(body.callback_url, ctx.settings.callback_egress.allowed_networks)
+        require_callback_host(principal, body.callback_url)
     options = body.options.to_job_options()
     output = body.output_url or derive_output_url(body.input_url, body.task, body.profile, options.output_format)
     require_allowed(principal, body.input_url, "input_url")
@@ -53,7 +55,8 @@ def visible_job(ctx: ApiContext, principal: Principal, job_id: str) -> Job:
     return job
 
 
-@router.post("", status_code=201, response_model=Job, responses=SUBMIT_ERRORS, summary="Submit one job")
+@router.post("", status_code=201, response_model=Job, responses=SUBMIT_ERRORS, summary="Submit one job",
+             dependencies=[Depends(counted_submission)])
 def submit_job(body: JobCreate, response: Response, idempotency_key: IdempotencyKey = None,
                principal: Principal = Depends(current_principal),
                ctx: ApiContext = Depends(get_ctx)) -> Job:
