@@ -105,13 +105,15 @@ def test_a_round_renews_delivery_times_and_leases_and_claims_what_it_holds(broke
 
 def test_a_round_never_renews_a_lease_that_another_worker_holds(broker, monkeypatch):
     job = broker.queued_job()
-    broker.store.start(job.id, "w2@test", 100)
+    # Longer than this keeper's lease (a renewal would shorten it to LEASE_MS), long enough to outlive a loaded box.
+    other_workers_lease_ms = 10 * LEASE_MS
+    broker.store.start(job.id, "w2@test", other_workers_lease_ms)
     monkeypatch.setattr(worker_state, "reserved_requests", [SimpleNamespace(id=job.id)])
 
     _keeper(broker.channel(), broker).renew_once()
 
     assert broker.store.redis.get(broker.store.lease_key(job.id)) == "w2@test"
-    assert broker.store.redis.pttl(broker.store.lease_key(job.id)) <= 100
+    assert LEASE_MS < broker.store.redis.pttl(broker.store.lease_key(job.id)) <= other_workers_lease_ms
 
 
 def test_a_dead_workers_delivery_goes_back_to_the_front_of_its_queue(broker, monkeypatch):
