@@ -575,13 +575,13 @@ def _encode_value(value: Any) -> str:
 
 
 def _encode(job: Job) -> dict[str, str]:
-    data = job.model_dump(mode="json")
-    out: dict[str, str] = {}
-    for name, value in data.items():
-        if value is None:
-            continue
-        out[name] = json.dumps(value) if name in _JSON_FIELDS else str(value)
-    return out
+    """The record's fields: ``Job.compact_dump`` (defaults left out) plus ``state``, which the scripts read. Short
+    values keep the hash in Redis's compact listpack encoding (values ≤ ``hash-max-listpack-value``, 64 bytes by
+    default): a default output URL is usually longer, a hashtable costs ~1.3 KB more."""
+    data = job.compact_dump()
+    data["state"] = job.state.value
+    return {name: json.dumps(value, separators=(",", ":")) if name in _JSON_FIELDS else str(value)
+            for name, value in data.items() if value is not None}
 
 
 def _decode(raw: dict[str, str]) -> Job:

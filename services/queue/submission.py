@@ -52,9 +52,8 @@ class Submitter:
         the write leaves neither, and the caller gets the Redis error. ``capped``: the queued-job caps apply
         (``QueueFullError``). True when queued; False when ``overwrite=False`` found the record (queued before)."""
         queue = self.settings.queue_for(job.task.value)
-        # Unset fields are left out of the message (the worker's Job has the same defaults): 40 % of the job.
-        message = encode_message(self.app, RESTORE_TASK, [job.model_dump(mode="json", exclude_none=True)], queue,
-                                 job.id)
+        # Defaults are left out of the message (the worker's Job rebuilds them): a third of the job.
+        message = encode_message(RESTORE_TASK, [job.compact_dump()], queue, job.id)
         return self.store.create_queued(
             job, queue, message, task_queue_names(self.settings),
             queue_cap=self.settings.max_queued_jobs_per_queue if capped else 0,
