@@ -28,7 +28,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import redis
 
@@ -272,6 +272,8 @@ class JobStore:
         self._claim_orphan = client.register_script(_CLAIM_ORPHAN_SCRIPT)
         self._prune_unfinished = client.register_script(_PRUNE_UNFINISHED_SCRIPT)
         self._create_queued = client.register_script(_CREATE_QUEUED_SCRIPT)
+        self._run_id: str | None = None  # the server's, learned on first need after each (re)connection
+        _on_each_connect(client, self._forget_server_run_id)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "imgrestore:", ttl_seconds: int = 7 * 24 * 3600) -> "JobStore":
@@ -427,11 +429,22 @@ class JobStore:
 
     def server_run_id(self) -> str:
         """The Redis server's run id, new at each start: a delivery that began under another one met a restart.
-        '' when INFO is refused (a managed Redis's ACL): restarts are then not told apart."""
+        '' when INFO is refused (a managed Redis's ACL): restarts are then not told apart.
+
+        Asked once, then again only after a new connection is made (a restarted server, a failover and a dropped
+        connection all reconnect first): one INFO per connection instead of one per job start."""
+        known = self._run_id
+        if known is not None:
+            return known
         try:
-            return str(self.redis.info("server").get("run_id", ""))
+            run_id = str(self.redis.info("server").get("run_id", ""))
         except redis.exceptions.ResponseError:
-            return ""
+            run_id = ""
+        self._run_id = run_id
+        return run_id
+
+    def _forget_server_run_id(self) -> None:
+        self._run_id = None
 
     def renew_lease(self, job_id: str, owner: str, lease_ms: int) -> bool:
         """Extends the lease held by ``owner``, or by any process of node ``owner`` (the node's lease keeper)."""
@@ -562,6 +575,23 @@ class JobStore:
     def forget_dead_letters(self, job_ids: list[str]) -> int:
         """Drops dead letters whose records are gone (nothing is left to re-queue); returns how many were listed."""
         return int(self.redis.zrem(self.dead_key, *job_ids)) if job_ids else 0
+
+
+def _on_each_connect(client: redis.Redis, callback: Callable[[], None]) -> None:
+    """Calls ``callback`` whenever ``client``'s pool opens or re-opens a connection (after the handshake)."""
+    pool = client.connection_pool
+    handshake = pool.connection_kwargs.get("redis_connect_func")
+
+    def connected(connection: Any) -> None:
+        if handshake is not None:
+            handshake(connection)
+        else:
+            connection.on_connect()
+        callback()
+
+    pool.connection_kwargs["redis_connect_func"] = connected
+    for connection in [*pool._get_free_connections(), *pool._get_in_use_connections()]:
+        connection.redis_connect_func = connected  # made before: their reconnections call back too
 
 
 def _encode_value(value: Any) -> str:
