@@ -13,6 +13,9 @@ Keys (all under ``settings.key_prefix``):
 - ``stats:recovery`` hash: deliveries interrupted by a Redis outage, orphans re-queued
 - ``jobs:state:succeeded`` / ``jobs:state:failed`` sorted sets of finished job ids by finish time, trimmed to the
   record TTL: listing by state finds any finished job still kept
+- ``jobs:owner:<token name>`` / ``jobs:unowned`` sorted sets of job ids by creation time, one per API token and one
+  for jobs created outside the API, trimmed to the record TTL: a token's listing reads its own jobs only, so
+  another token's jobs never hide them (``owner_pages``)
 
 Every Lua script declares every key it touches (tests/unit/test_job_store_scripts.py checks it under MONITOR), as
 Redis Cluster and cluster-mode proxies require. The keys of one script share a slot when ``IMGRESTORE_KEY_PREFIX``
@@ -28,7 +31,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import redis
 
@@ -139,7 +142,8 @@ return removed
 # checked first: ARGV[4] for KEYS[4] (the job's queue), ARGV[5] for the sum over KEYS[5..] (every task queue); 0 is
 # no cap. HSET is the first write: when Redis refuses writes (OOM under noeviction, read-only replica,
 # min-replicas) it fails before anything is written, and a script that has written is never cut short by OOM.
-# ARGV[6] = '0' keeps an existing record and pushes nothing: a record written here was queued with it.
+# ARGV[6] = '0' keeps an existing record and pushes nothing: a record written here was queued with it. The last key
+# is the owner's index (``JobStore.owner_key``), trimmed to the record TTL.
 _CREATE_QUEUED_SCRIPT = """
 local cap = tonumber(ARGV[4])
 if cap > 0 then
@@ -149,7 +153,7 @@ end
 local total_cap = tonumber(ARGV[5])
 if total_cap > 0 then
   local waiting = 0
-  for i = 5, #KEYS do waiting = waiting + redis.call('LLEN', KEYS[i]) end
+  for i = 5, #KEYS - 1 do waiting = waiting + redis.call('LLEN', KEYS[i]) end
   if waiting >= total_cap then return {'full', 'global', waiting, total_cap} end
 end
 if ARGV[6] == '0' and redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
@@ -164,6 +168,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[7], ARGV[9])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[2]) - 1)
 redis.call('ZADD', KEYS[3], ARGV[8], ARGV[9])
+redis.call('ZADD', KEYS[#KEYS], ARGV[7], ARGV[9])
+redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS], '-inf', tonumber(ARGV[8]) - tonumber(ARGV[1]))
 redis.call('LPUSH', KEYS[4], ARGV[3])
 return {'queued', 1}
 """
@@ -308,6 +314,10 @@ class JobStore:
         """``<prefix>jobs:state:<succeeded|failed>``: finished jobs by finish time (see ``ids_in_state``)."""
         return f"{self.prefix}jobs:state:"
 
+    def owner_key(self, owner: str | None) -> str:
+        """Jobs of API token ``owner`` by creation time; ``None``: the jobs created outside the API."""
+        return f"{self.prefix}jobs:owner:{owner}" if owner is not None else f"{self.prefix}jobs:unowned"
+
     @property
     def unfinished_key(self) -> str:
         return f"{self.prefix}jobs:unfinished"
@@ -340,6 +350,8 @@ class JobStore:
             pipe.zremrangebyrank(self.recent_key, 0, -RECENT_LIMIT - 1)
             if not job.state.finished:
                 pipe.zadd(self.unfinished_key, {job.id: utcnow().timestamp()})
+            pipe.zadd(self.owner_key(job.owner), {job.id: job.created_at.timestamp()})
+            pipe.zremrangebyscore(self.owner_key(job.owner), "-inf", utcnow().timestamp() - self.ttl)
             pipe.execute()
         return True
 
@@ -349,20 +361,31 @@ class JobStore:
         both or neither. Raises ``QueueFullError`` when ``queue`` holds ``queue_cap`` waiting messages or
         ``all_queues`` together ``total_cap`` (0: no cap), with nothing written. With ``overwrite=False`` an
         existing record is kept and nothing is pushed (it was queued with its message): False then."""
+        keys, args = self._create_queued_call(job, queue, message, all_queues, queue_cap, total_cap, overwrite)
+        return _queued_reply(self._create_queued(keys=keys, args=args))
+
+    def create_queued_many(self, entries: list[tuple[Job, str, str]], all_queues: list[str],
+                           overwrite: bool = True) -> list[bool]:
+        """``create_queued`` for each ``(job, queue, message)``, uncapped, in one round trip (a pipeline of the same
+        script: each job is still all-or-nothing on its own). For batches, which check the caps once up front."""
+        if not entries:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job, queue, message in entries:
+                keys, args = self._create_queued_call(job, queue, message, all_queues, 0, 0, overwrite)
+                self._create_queued(keys=keys, args=args, client=pipe)
+            return [_queued_reply(reply) for reply in pipe.execute()]
+
+    def _create_queued_call(self, job: Job, queue: str, message: str, all_queues: list[str], queue_cap: int,
+                            total_cap: int, overwrite: bool) -> tuple[list[str], list[Any]]:
         fields: list[str] = []
         for name, value in _encode(job).items():
             fields += [name, value]
-        reply = self._create_queued(
-            keys=[self.job_key(job.id), self.recent_key, self.unfinished_key, queue, *all_queues],
-            args=[self.ttl, RECENT_LIMIT, message, queue_cap, total_cap, 1 if overwrite else 0,
-                  job.created_at.timestamp(), utcnow().timestamp(), job.id, *fields])
-        if reply[0] == "full":
-            scope, waiting, cap = reply[1], int(reply[2]), int(reply[3])
-            what = "jobs queued in all queues" if scope == "global" else f"jobs queued in {scope}"
-            setting = "IMGRESTORE_MAX_QUEUED_JOBS" if scope == "global" else "IMGRESTORE_MAX_QUEUED_JOBS_PER_QUEUE"
-            raise QueueFullError(f"{waiting} {what}, at the cap of {cap} ({setting}); retry once workers have "
-                                 "drained some", scope=scope, waiting=waiting, cap=cap)
-        return bool(int(reply[1]))
+        keys = [self.job_key(job.id), self.recent_key, self.unfinished_key, queue, *all_queues,
+                self.owner_key(job.owner)]
+        args = [self.ttl, RECENT_LIMIT, message, queue_cap, total_cap, 1 if overwrite else 0,
+                job.created_at.timestamp(), utcnow().timestamp(), job.id, *fields]
+        return keys, args
 
     def ids_in_state(self, state: JobState, start: int, stop: int) -> list[str]:
         """Ids of jobs in ``state``, newest first (ranks ``start``..``stop``): finished ones from their index (any
@@ -370,6 +393,34 @@ class JobStore:
         have moved on since (a re-queued job): callers check the records."""
         key = self.unfinished_key if not state.finished else self.state_prefix + state.value
         return list(self.redis.zrevrange(key, start, stop))
+
+    def owner_pages(self, owner: str | None, state: JobState | None, page: int,
+                    max_entries: int) -> Iterator[list[tuple[str, float]]]:
+        """Pages of ``(id, score)`` of ``owner``'s jobs (``owner_key``), newest first, at most ``max_entries`` in
+        all. Without ``state``: by creation time. With it: those also in that state's index (``ids_in_state``), by
+        its time, intersected in Redis into a key of the request's own (dropped at the end, or expiring). Like
+        ``ids_in_state``, entries may have moved on since: callers check the records."""
+        if state is None:
+            for start in range(0, max_entries, page):
+                entries = self.redis.zrevrange(self.owner_key(owner), start, start + page - 1, withscores=True)
+                yield entries
+                if len(entries) < page:
+                    return
+            return
+        scratch = f"{self.prefix}tmp:listing:{secrets.token_hex(8)}"
+        state_key = self.unfinished_key if not state.finished else self.state_prefix + state.value
+        with self.redis.pipeline() as pipe:  # MULTI: the scratch key never outlives its expiry
+            pipe.zinterstore(scratch, {state_key: 1, self.owner_key(owner): 0})
+            pipe.expire(scratch, 60)
+            pipe.execute()
+        try:
+            for start in range(0, max_entries, page):
+                entries = self.redis.zrevrange(scratch, start, start + page - 1, withscores=True)
+                yield entries
+                if len(entries) < page:
+                    return
+        finally:
+            self.redis.delete(scratch)
 
     def unfinished_since(self, job_ids: list[str]) -> dict[str, tuple[JobState, float]]:
         """State and since when (a Unix time: queued — created, retried, re-queued — or started) of each of
@@ -577,9 +628,22 @@ class JobStore:
         return int(self.redis.zrem(self.dead_key, *job_ids)) if job_ids else 0
 
 
+def _queued_reply(reply: list) -> bool:
+    """What ``_CREATE_QUEUED_SCRIPT`` answered: True when queued, False when kept; ``QueueFullError`` when full."""
+    if reply[0] == "full":
+        scope, waiting, cap = reply[1], int(reply[2]), int(reply[3])
+        what = "jobs queued in all queues" if scope == "global" else f"jobs queued in {scope}"
+        setting = "IMGRESTORE_MAX_QUEUED_JOBS" if scope == "global" else "IMGRESTORE_MAX_QUEUED_JOBS_PER_QUEUE"
+        raise QueueFullError(f"{waiting} {what}, at the cap of {cap} ({setting}); retry once workers have "
+                             "drained some", scope=scope, waiting=waiting, cap=cap)
+    return bool(int(reply[1]))
+
+
 def _on_each_connect(client: redis.Redis, callback: Callable[[], None]) -> None:
     """Calls ``callback`` whenever ``client``'s pool opens or re-opens a connection (after the handshake)."""
-    pool = client.connection_pool
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:  # a stand-in without connections (tests of metric names)
+        return
     handshake = pool.connection_kwargs.get("redis_connect_func")
 
     def connected(connection: Any) -> None:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from services.api import create_app
 from services.api.idempotency import fingerprint
-from services.jobs import Job, JobError, JobRequest, JobState
+from services.jobs import Job, JobError, JobRequest, JobState, OutputInfo, StageTimings
 from services.queue.celery_app import send
 from services.queue.job_store import _encode
 from tests.api.conftest import OTHER, auth, make_settings
@@ -263,3 +263,30 @@ def test_listing_by_state_finds_finished_jobs_older_than_the_newest_2000(client,
     assert old.id not in [job["id"] for job in listed]
     queued = client.get("/v1/jobs", params={"state": "queued", "limit": 5}, headers=auth()).json()["jobs"]
     assert queued and all(job["state"] == "queued" for job in queued)
+
+
+def test_another_tokens_10_000_newer_jobs_hide_none_of_a_tokens_7(client, ctx):
+    """Issue 16: listing scanned the newest 2 000 records, so a busy token's jobs hid a quiet token's, and an old
+    succeeded job was not found by its state."""
+    mine = [_submit(client, input_url=f"s3://scans/mine/{i}.png").json()["id"] for i in range(7)]
+    ctx.jobs.start(mine[0], "w@test", 60_000)
+    ctx.jobs.succeed(mine[0], OutputInfo(width=8, height=8, mode="L", format="PNG", bytes=10, megapixels=0.0001,
+                                         model="m", tiles=1), StageTimings(), "cpu")
+    with ctx.redis.pipeline(transaction=False) as pipe:  # another token's, all newer and queued: what create writes
+        for i in range(10_000):
+            job = Job(task="denoise", input_url=f"s3://other-bucket/{i}.png", owner="other")
+            pipe.hset(ctx.jobs.job_key(job.id), mapping=_encode(job))
+            pipe.zadd(ctx.jobs.recent_key, {job.id: job.created_at.timestamp()})
+            pipe.zadd(ctx.jobs.unfinished_key, {job.id: job.created_at.timestamp()})
+            pipe.zadd(ctx.jobs.owner_key("other"), {job.id: job.created_at.timestamp()})
+        pipe.execute()
+
+    listed = [job["id"] for job in client.get("/v1/jobs", params={"limit": 200}, headers=auth()).json()["jobs"]]
+    assert [job_id for job_id in listed if job_id in mine] == mine[::-1]  # before: none of them
+    succeeded = client.get("/v1/jobs", params={"state": "succeeded"}, headers=auth()).json()["jobs"]
+    assert mine[0] in [job["id"] for job in succeeded] and all(job["state"] == "succeeded" for job in succeeded)
+    queued = client.get("/v1/jobs", params={"state": "queued", "limit": 200}, headers=auth()).json()["jobs"]
+    assert set(mine[1:]) <= {job["id"] for job in queued} and all(job["owner"] != "other" for job in queued)
+    theirs = client.get("/v1/jobs", params={"state": "queued", "limit": 3}, headers=auth(OTHER)).json()["jobs"]
+    assert len(theirs) == 3 and all(job["owner"] == "other" for job in theirs)
+    assert not ctx.redis.keys(ctx.settings.key_prefix + "tmp:*")  # the scratch intersections are gone
