@@ -27,6 +27,7 @@ from .celery_app import RESTORE_TASK, encode_message, send, task_queue_names
 from .job_store import JobStore
 
 EXPAND_TASK = "imgrestore.expand_batch"
+ENQUEUE_CHUNK = 200  # inputs of a batch queued per round trip (pipelined scripts and membership writes)
 # Request ids hash the include patterns. The default list gained *.gif and *.pdf (one list with ``run``); hashing the
 # default as the list it replaced keeps the ids of backfills and watches started before, so ``--resume`` (and a
 # watch's state file) still finds them.
@@ -54,10 +55,35 @@ class Submitter:
         queue = self.settings.queue_for(job.task.value)
         # Defaults are left out of the message (the worker's Job rebuilds them): a third of the job.
         message = encode_message(RESTORE_TASK, [job.compact_dump()], queue, job.id)
-        return self.store.create_queued(
+        queued = self.store.create_queued(
             job, queue, message, task_queue_names(self.settings),
             queue_cap=self.settings.max_queued_jobs_per_queue if capped else 0,
             total_cap=self.settings.max_queued_jobs if capped else 0, overwrite=overwrite)
+        if queued:
+            self.announce([job])
+        return queued
+
+    def create_queued_many(self, jobs: list[Job], overwrite: bool = True) -> list[bool]:
+        """``create_queued`` for several jobs in one round trip, uncapped (batches check the caps up front)."""
+        entries = []
+        for job in jobs:
+            queue = self.settings.queue_for(job.task.value)
+            entries.append((job, queue, encode_message(RESTORE_TASK, [job.compact_dump()], queue, job.id)))
+        queued = self.store.create_queued_many(entries, task_queue_names(self.settings), overwrite=overwrite)
+        self.announce([job for job, new in zip(jobs, queued) if new])
+        return queued
+
+    def announce(self, jobs: list[Job]) -> None:
+        """Celery's ``task-sent`` event for each of ``jobs`` (queued), as ``send_task`` would have published it,
+        when ``IMGRESTORE_TASK_SENT_EVENTS`` asks for them (Flower lists waiting tasks from these)."""
+        if not self.settings.task_sent_events or not jobs:
+            return
+        with self.app.events.default_dispatcher() as dispatcher:
+            for job in jobs:
+                queue = self.settings.queue_for(job.task.value)
+                dispatcher.send("task-sent", uuid=job.id, root_id=job.id, parent_id=None, name=RESTORE_TASK,
+                                args=f"[job {job.id}]", kwargs="{}", retries=0, eta=None, expires=None,
+                                queue=queue, exchange="", routing_key=queue)
 
     def check_capacity(self, task: Task, count: int) -> None:
         """Raises ``QueueFullError`` unless ``count`` more jobs of ``task`` fit under the queued-job caps (a batch
@@ -158,23 +184,33 @@ class BatchSubmitter:
 
     def add(self, batch: Batch, input_url: str, root: str | None = None) -> Job | None:
         """Queues ``input_url`` as a job of ``batch`` unless it already is one; returns the new job or None."""
-        job_id = batch_job_id(batch.id, input_url)
-        if self.batches.has_member(batch.id, job_id):
-            return None
-        request = JobRequest(task=batch.task, profile=batch.profile, input_url=input_url,
-                             output_url=output_for(batch, input_url, root), options=batch.options,
-                             batch_id=batch.id)
-        validate_urls(request.input_url, request.output_url)
-        if request.output_url == input_url:  # every way into a batch (API, backfill, prefix listing) stops here
-            raise InvalidJobError(f"{input_url}: its output would be the input itself; restoring in place would "
-                                  "destroy it (choose another output prefix)")
-        job = Job.from_request(request, id=job_id, owner=batch.owner)
+        added = self.add_many(batch, [input_url], root)
+        return added[0] if added else None
+
+    def add_many(self, batch: Batch, input_urls: list[str], root: str | None = None) -> list[Job]:
+        """Queues each of ``input_urls`` that is not a job of ``batch`` yet; returns the new jobs. Three round trips
+        whatever their number: membership, the records with their messages, then membership again."""
+        job_ids = [batch_job_id(batch.id, url) for url in input_urls]
+        known = self.batches.members_among(batch.id, job_ids)
+        jobs: list[Job] = []
+        taken: set[str] = set()  # an input named twice is one job
+        for url, job_id, member in zip(input_urls, job_ids, known):
+            if member or job_id in taken:
+                continue
+            taken.add(job_id)
+            request = JobRequest(task=batch.task, profile=batch.profile, input_url=url,
+                                 output_url=output_for(batch, url, root), options=batch.options, batch_id=batch.id)
+            validate_urls(request.input_url, request.output_url)
+            if request.output_url == url:  # every way into a batch (API, backfill, prefix listing) stops here
+                raise InvalidJobError(f"{url}: its output would be the input itself; restoring in place would "
+                                      "destroy it (choose another output prefix)")
+            jobs.append(Job.from_request(request, id=job_id, owner=batch.owner))
         # A retry after a half-done add must not reset a job that already ran: an existing record was queued with
         # its message, so it is left alone. Uncapped: an explicit batch checked the caps once for all its inputs,
         # a prefix batch is paced by IMGRESTORE_BATCH_MAX_IN_FLIGHT.
-        self.submitter.create_queued(job, overwrite=False, capped=False)
-        self.batches.add_member(batch.id, job_id)  # counted after it is queued: a crash re-queues, never loses
-        return job
+        self.submitter.create_queued_many(jobs, overwrite=False)
+        self.batches.add_members(batch.id, [job.id for job in jobs])  # after they are queued: a crash re-queues
+        return jobs
 
     def in_flight(self, batch_id: str) -> int:
         batch = self.batches.get(batch_id)
@@ -190,8 +226,8 @@ class BatchSubmitter:
             validate_urls(url, None)
         self.submitter.check_capacity(batch.task, len(inputs))
         self.batches.create(batch)
-        for url in inputs:
-            self.add(batch, url)
+        for start in range(0, len(inputs), ENQUEUE_CHUNK):
+            self.add_many(batch, inputs[start:start + ENQUEUE_CHUNK])
         self.batches.seal(batch.id)
         return self.batches.get(batch.id)
 
@@ -221,14 +257,19 @@ class BatchSubmitter:
         batch = self.batches.get(batch_id)
         listed = 0
         cursor = start_after
+        pending: list[str] = []
         for info in storage.list(root, start_after or None):
             if matches_any(info.url, include) and not is_earlier_output(batch, info.url, root):
-                self.add(batch, info.url, root)
+                pending.append(info.url)
             cursor = info.url
             listed += 1
-            if listed % 1000 == 0:
+            if len(pending) >= ENQUEUE_CHUNK or listed % 1000 == 0:
+                self.add_many(batch, pending, root)
+                pending = []
+            if listed % 1000 == 0:  # the cursor never passes an input not queued yet
                 self.batches.save_cursor(batch_id, cursor)
                 if listed >= 1000 * page_budget or self.in_flight(batch_id) >= max_in_flight:
                     return cursor
+        self.add_many(batch, pending, root)
         self.batches.seal(batch_id)
         return None

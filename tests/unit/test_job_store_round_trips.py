@@ -6,6 +6,9 @@ send INFO on every start; it now learns it once per connection, and again once a
 
 from __future__ import annotations
 
+import base64
+import json
+import time
 from collections import Counter
 
 import pytest
@@ -82,3 +85,28 @@ def test_a_connection_made_anew_learns_the_run_id_again(config, store, monkeypat
 
     assert count.sent["INFO"] == 1  # learnt again on the new connection, then kept
     assert store.get(third.id).state.value == "running"
+
+
+@pytest.mark.parametrize("events", [False, True])
+def test_task_sent_events_only_when_configured(redis_url: str, events: bool):
+    """IMGRESTORE_TASK_SENT_EVENTS: a PUBLISH per queued job for Flower's list of waiting tasks, or none."""
+    config = isolated_settings(redis_url, "ev", task_sent_events=events)
+    stores = isolated_store(config)
+    store = next(stores)
+    listener = store.redis.pubsub(ignore_subscribe_messages=True)
+    listener.psubscribe("*celeryev*")
+    try:
+        job = _queued(config, store, 1)[0]
+        events_seen = []
+        deadline = time.monotonic() + 1.5  # get_message answers None for a subscription's confirmation too
+        while time.monotonic() < deadline:
+            message = listener.get_message(timeout=0.2)
+            if message is not None:
+                envelope = json.loads(message["data"])  # kombu's: the event is its base64 body
+                events_seen.append(json.loads(base64.b64decode(envelope["body"])))
+        ours = [event for event in events_seen if event.get("uuid") == job.id]
+        assert [event["type"] for event in ours] == (["task-sent"] if events else [])
+        assert store.get(job.id).state.value == "queued"
+    finally:
+        listener.close()
+        next(stores, None)
