@@ -176,8 +176,9 @@ class QueuedBackfill:
         status.done_before = batch.done
         cursor = self.batches.cursor(batch.id)
         if not batch.sealed:
-            # Queued a chunk per round trip (pipelined), never more at once than the in-flight cap allows.
-            chunk = max(1, min(ENQUEUE_CHUNK, self.max_in_flight))
+            # Queued a chunk per round trip (pipelined); a quarter of the in-flight cap at most, so the queue is
+            # topped up while three quarters of it still wait.
+            chunk = max(1, min(ENQUEUE_CHUNK, self.max_in_flight // 4))
             pending: list[ObjectInfo] = []
             try:
                 for info in self.plan.inputs(self.storage, cursor):
