@@ -1,5 +1,6 @@
 """Backfill at scale: S3 objects listed per second, jobs enqueued per second and the CLI's peak RSS for 2 000 and
-20 000 keys (a detached backfill: listing + queueing only, no workers), against moto's S3 server and Redis.
+20 000 keys (a detached backfill: listing + queueing only, no workers), against moto's S3 server and Redis, and the
+Redis-only ceiling (LPUSH rate, one command per round trip and pipelined) measured in the same run.
 Usage: python bench/backfill_scale.py [--keys 2000,20000]"""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import boto3
 
-from common import REPO, markdown_table, redis_url, write_results  # noqa: E402
+from common import REPO, lpush_ceiling, markdown_table, redis_url, write_results  # noqa: E402
 
 from services.config import Settings  # noqa: E402
 from services.storage import S3Storage  # noqa: E402
@@ -55,8 +56,10 @@ def main() -> None:
             backfill_s = time.perf_counter() - started
             assert result.returncode == 0, result.stderr
             rss = float(re.findall(r"PEAK_RSS_MB=([\d.]+)", result.stderr)[-1])
+            ceiling = lpush_ceiling(env["IMGRESTORE_REDIS_URL"])
             rows.append({"keys": listed, "listed_per_s": round(listed / list_s), "backfill_seconds": round(backfill_s, 1),
-                         "enqueued_per_s": round(count / backfill_s), "peak_rss_mb": rss})
+                         "enqueued_per_s": round(count / backfill_s), "peak_rss_mb": rss, **ceiling,
+                         "vs_lpush_pipelined": round(count / backfill_s / ceiling["lpush_pipelined_per_s"], 3)})
             print(rows[-1], flush=True)
     finally:
         moto.stop()

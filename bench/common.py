@@ -106,3 +106,32 @@ def children(pid: int) -> list[int]:
 def git_commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                           text=True).stdout.strip()
+
+
+def lpush_ceiling(url: str, seconds: float = 2.0, payload_bytes: int = 600) -> dict:
+    """The Redis-only ceiling the queue benchmarks are read against, measured in the same run (redis-benchmark's
+    LPUSH test, in Python with the service's client): one connection, ``payload_bytes`` messages (a queued job's
+    size), one command per round trip and then pipelined 200 at a time. The list is dropped afterwards."""
+    import redis  # noqa: PLC0415  (bench/ scripts import their own)
+
+    client = redis.Redis.from_url(url)
+    key = f"bench-lpush-ceiling-{os.getpid()}"
+    payload = b"x" * payload_bytes
+    try:
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            client.lpush(key, payload)
+            count += 1
+        single = count / (time.perf_counter() - started)
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            with client.pipeline(transaction=False) as pipe:
+                for _ in range(200):
+                    pipe.lpush(key, payload)
+                pipe.execute()
+            count += 200
+        pipelined = count / (time.perf_counter() - started)
+    finally:
+        client.delete(key)
+        client.close()
+    return {"lpush_per_s": round(single), "lpush_pipelined_per_s": round(pipelined)}

@@ -30,7 +30,8 @@ def _request(i: int) -> JobRequest:
 
 
 def _before(submitter: Submitter, job: Job) -> None:
-    """The path issue 16 replaced: the record, then Celery's publish (argsrepr repeats the job)."""
+    """The path issue 16 replaced: the record (written as today's, so only the message differs from the first
+    figures), then Celery's publish (argsrepr repeats the job)."""
     submitter.store.create(job)
     send(submitter.app, RESTORE_TASK, [job.model_dump(mode="json")], submitter.settings.queue_for(job.task.value),
          job.id)
@@ -73,7 +74,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5000)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="imgrestore-bytes-"))
-    rows = [measure(path, args.jobs, folder) for path in ("before", "after")]
+    rows = [measure(path, args.jobs, folder) for path in ("before", "after")]  # before: Celery's own message
     print(markdown_table(rows))
     write_results("queued_job_bytes", "Redis memory per queued job", {"rows": rows}, [
         ("Bytes of Redis per queued job (used_memory delta / jobs; message = its JSON length, record = MEMORY "

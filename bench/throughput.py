@@ -1,6 +1,8 @@
 """Throughput through the real queue: jobs/s with 1 and 2 worker processes on a 500-job batch (tiny model, small
 images, so the service path — Redis, S3, codec, bookkeeping — dominates), and the Celery + Redis ceiling measured
-with a no-op task. Usage: python bench/throughput.py [--jobs 500] [--pings 2000]"""
+with a no-op task two ways: Celery's own publish with results (``send_task``, a result per task) and the service's
+path (lean messages pushed 500 per round trip, no results: what submissions and batches publish). Both against the
+Redis-only ceiling (LPUSH rate) measured in the same run. Usage: python bench/throughput.py [--jobs 500] [--pings 2000]"""
 
 from __future__ import annotations
 
@@ -15,14 +17,15 @@ import uuid
 from pathlib import Path
 
 import boto3
+import redis
 import numpy as np
 from PIL import Image
 
-from common import markdown_table, redis_url, write_results  # noqa: E402  (bench/ is the script's folder)
+from common import lpush_ceiling, markdown_table, redis_url, write_results  # noqa: E402  (bench/ is the script's folder)
 
 from services.config import Settings  # noqa: E402
 from services.queue.batch_store import Batch  # noqa: E402
-from services.queue.celery_app import create_app  # noqa: E402
+from services.queue.celery_app import create_app, encode_message  # noqa: E402
 from services.queue.clients import QueueClients  # noqa: E402
 from tests.support.onnx_models import write_model_dir  # noqa: E402
 from tests.support.processes import start_moto, start_worker  # noqa: E402
@@ -50,9 +53,10 @@ def main() -> None:
     models = write_model_dir(work / "models")
 
     rows, pings = [], []
+    redis_url_in_use = redis_url()
     try:
         for count in (1, 2):
-            env = {**AWS, "IMGRESTORE_REDIS_URL": redis_url(), "IMGRESTORE_S3_ENDPOINT_URL": moto.endpoint,
+            env = {**AWS, "IMGRESTORE_REDIS_URL": redis_url_in_use, "IMGRESTORE_S3_ENDPOINT_URL": moto.endpoint,
                    "IMGRESTORE_MODEL_DIR": str(models), "IMGRESTORE_QUEUE_PREFIX": f"bench{uuid.uuid4().hex[:6]}.",
                    "IMGRESTORE_INTRA_OP_THREADS": "1", "IMGRESTORE_METRICS_PORT": "0",
                    "IMGRESTORE_LOG_LEVEL": "WARNING"}
@@ -65,20 +69,27 @@ def main() -> None:
             try:
                 rows.append(_batch_run(queue, count, args.jobs))
                 pings.append(_ping_run(app, settings, count, args.pings))
+                pings.append(_noop_run(settings, count, args.pings))
             finally:
                 for worker in workers:
                     worker.stop()
     finally:
         moto.stop()
+    ceiling = lpush_ceiling(redis_url_in_use)
     for row in rows:
         row["scaling"] = round(row["jobs_per_s"] / rows[0]["jobs_per_s"], 2)
+    for row in pings:
+        row["vs_lpush"] = round(row["tasks_per_s"] / ceiling["lpush_per_s"], 3)
 
-    write_results("throughput", "Queue throughput", {"jobs": rows, "noop": pings, "image_px": args.size},
+    print(markdown_table(pings), ceiling, flush=True)
+    write_results("throughput", "Queue throughput", {"jobs": rows, "noop": pings, "image_px": args.size,
+                                                     "redis_ceiling": ceiling},
                   [(f"{args.jobs} jobs ({args.size}×{args.size} RGB PNG, tiny model, S3 on moto)",
                     markdown_table(rows, ["workers", "jobs", "seconds", "jobs_per_s", "scaling",
                                           "mean_job_ms", "queue_wait_ms_median"])),
-                   ("No-op task (Celery + Redis ceiling)",
-                    markdown_table(pings, ["workers", "tasks", "seconds", "tasks_per_s"]))])
+                   ("No-op task (Celery + Redis ceiling); `vs_lpush`: against one client's LPUSH rate, "
+                    f"{ceiling['lpush_per_s']}/s ({ceiling['lpush_pipelined_per_s']}/s pipelined), same run",
+                    markdown_table(pings, ["workers", "path", "tasks", "seconds", "tasks_per_s", "vs_lpush"]))])
 
 
 def _batch_run(queue: QueueClients, workers: int, jobs: int) -> dict:
@@ -104,7 +115,24 @@ def _ping_run(app, settings, workers: int, count: int) -> dict:
     for result in results:
         result.get(timeout=120)
     seconds = time.perf_counter() - started
-    return {"workers": workers, "tasks": count, "seconds": round(seconds, 2), "tasks_per_s": round(count / seconds, 1)}
+    return {"workers": workers, "path": "send_task + results", "tasks": count, "seconds": round(seconds, 2),
+            "tasks_per_s": round(count / seconds, 1)}
+
+
+def _noop_run(settings: Settings, workers: int, count: int) -> dict:
+    """No-op tasks as the service publishes jobs: lean messages (``encode_message``) pushed 500 per round trip, no
+    results; done when the queue is empty and nothing is left unacknowledged."""
+    client = redis.Redis.from_url(settings.redis_url)
+    queue = settings.control_queue
+    messages = [encode_message("imgrestore.ping", [], queue, uuid.uuid4().hex) for _ in range(count)]
+    started = time.perf_counter()
+    for start in range(0, count, 500):
+        client.lpush(queue, *messages[start:start + 500])
+    while client.llen(queue) or client.hlen("unacked"):
+        time.sleep(0.005)
+    seconds = time.perf_counter() - started
+    return {"workers": workers, "path": "lean messages, no results", "tasks": count, "seconds": round(seconds, 2),
+            "tasks_per_s": round(count / seconds, 1)}
 
 
 if __name__ == "__main__":

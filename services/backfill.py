@@ -32,7 +32,7 @@ from .jobs import DEFAULT_INCLUDE, Job, JobOptions, Profile, Task
 from .queue.batch_store import Batch, BatchStore
 from .queue.job_store import JobStore
 from .queue.recovery import OrphanSweeper
-from .queue.submission import BatchSubmitter, is_earlier_output, output_for, prefix_root, request_id
+from .queue.submission import ENQUEUE_CHUNK, BatchSubmitter, is_earlier_output, output_for, prefix_root, request_id
 from .restorer import Restorer, attempt
 from .storage import ObjectInfo, SkippedKey, StorageRouter, is_s3_url, matches_any
 
@@ -185,18 +185,18 @@ class QueuedBackfill:
         status.done_before = batch.done
         cursor = self.batches.cursor(batch.id)
         if not batch.sealed:
-            for info in self.plan.inputs(self.storage, cursor, self._skipped.note):
-                self._wait_for_capacity(batch.id, on_progress)
-                status.listed += 1
-                added = _retrying(lambda: self.submitter.add(batch, info.url, self.plan.root))
-                if added is None:
-                    status.skipped += 1
-                else:
-                    status.queued += 1
-                if status.listed % 1000 == 0:  # a resumed listing restarts at most one page back
-                    _retrying(lambda: self.batches.save_cursor(batch.id, info.url))
-                    self._refresh(batch.id)
-                    on_progress(status)
+            # Queued a chunk per round trip (pipelined); a quarter of the in-flight cap at most, so the queue is
+            # topped up while three quarters of it still wait.
+            chunk = max(1, min(ENQUEUE_CHUNK, self.max_in_flight // 4))
+            pending: list[ObjectInfo] = []
+            try:
+                for info in self.plan.inputs(self.storage, cursor, self._skipped.note):
+                    pending.append(info)
+                    if len(pending) >= chunk:
+                        inputs, pending = pending, []
+                        self._enqueue(batch, inputs, on_progress)
+            finally:  # the listing failed or ended: what it gave is queued all the same
+                self._enqueue(batch, pending, on_progress)
             _retrying(lambda: self.batches.seal(batch.id))
         status.listing_done = True
         self._refresh(batch.id)
@@ -208,24 +208,39 @@ class QueuedBackfill:
             on_progress(status)
         return status
 
+    def _enqueue(self, batch: Batch, inputs: list[ObjectInfo], on_progress: Progress) -> None:
+        if not inputs:
+            return
+        status = self.status
+        self._wait_for_capacity(batch.id, on_progress, len(inputs))
+        before = status.listed
+        added = _retrying(lambda: self.submitter.add_many(batch, [info.url for info in inputs], self.plan.root))
+        status.listed += len(inputs)
+        status.queued += len(added)
+        status.skipped += len(inputs) - len(added)
+        if status.listed // 1000 > before // 1000:  # a resumed listing restarts at most one page back
+            _retrying(lambda: self.batches.save_cursor(batch.id, inputs[-1].url))
+            self._refresh(batch.id)
+            on_progress(status)
+
     def _refresh(self, batch_id: str) -> None:
         batch = _retrying(lambda: self.batches.get(batch_id))
         self.status.succeeded, self.status.failed = batch.succeeded, batch.failed
         if self.status.listing_done:
             self.status.listed = batch.total
 
-    def _wait_for_capacity(self, batch_id: str, on_progress: Progress) -> None:
-        """Blocks while the batch has ``max_in_flight`` unfinished jobs. Redis is asked only when the local
-        estimate (last answer + jobs queued since) reaches the limit, not once per key."""
-        self._estimate += 1
+    def _wait_for_capacity(self, batch_id: str, on_progress: Progress, count: int = 1) -> None:
+        """Blocks until ``count`` more jobs fit under ``max_in_flight`` unfinished ones. Redis is asked only when
+        the local estimate (last answer + jobs queued since) reaches the limit, not once per key."""
+        self._estimate += count
         if self._estimate < self.max_in_flight:
             return
-        while (in_flight := _retrying(lambda: self.submitter.in_flight(batch_id))) >= self.max_in_flight:
+        while (in_flight := _retrying(lambda: self.submitter.in_flight(batch_id))) + count > self.max_in_flight:
             self._refresh(batch_id)
             self._maybe_sweep()
             on_progress(self.status)
             time.sleep(self.poll)
-        self._estimate = in_flight + 1
+        self._estimate = in_flight + count
 
     def _maybe_sweep(self) -> None:
         """Every ``sweep_interval`` seconds of waiting: re-queue orphans, as every worker does (one winner each)."""

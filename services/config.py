@@ -164,7 +164,11 @@ class Settings(BaseSettings):
     )
     max_queued_jobs: int = Field(
         1_000_000, ge=0, description="Submissions are refused (429) while this many jobs wait in all queues "
-        "together; 0: no cap. Size it below what Redis can hold (about 4 KB a queued job)."
+        "together; 0: no cap. Size it below what Redis can hold (about 1.4 KB a queued job)."
+    )
+    task_sent_events: bool = Field(
+        False, description="Publish a Celery task-sent event for every job queued (Flower then lists jobs while "
+        "they wait). Off: one PUBLISH less per job, and Flower shows a job once a worker has received it."
     )
     max_queued_jobs_per_queue: int = Field(
         0, ge=0, description="The same cap for each queue on its own; 0: no cap."

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .errors import UnsupportedImageError
 from .imaging.codecs import EXTENSIONS, PAGE_FOLDER_FORMATS, normalize_format
@@ -182,6 +182,28 @@ class Job(BaseModel):
     provider: str | None = None
     worker: str | None = None
     result: OutputInfo | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_output(cls, data: Any) -> Any:
+        """A record or queue message written by ``compact_dump`` leaves out an ``output_url`` that is the default
+        one: it is derived again here, by the same rule that chose it."""
+        if isinstance(data, dict) and "output_url" not in data and "input_url" in data and "task" in data:
+            options = data.get("options") or {}
+            fmt = options.get("output_format") if isinstance(options, dict) else options.output_format
+            output = derive_output_url(data["input_url"], data["task"], data.get("profile", Profile.auto), fmt)
+            data = {**data, "output_url": output}
+        return data
+
+    def compact_dump(self) -> dict[str, Any]:
+        """The job as JSON values without what ``model_validate`` rebuilds: fields at their defaults (zero counters,
+        empty timings and options, unset fields) and a default ``output_url``. Records and queue messages are
+        stored this way: a queued job is a third of its full dump (issue 16, bytes of Redis per queued job)."""
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        if data.get("output_url") == derive_output_url(self.input_url, self.task, self.profile,
+                                                       self.options.output_format):
+            del data["output_url"]
+        return data
 
     @classmethod
     def from_request(cls, request: JobRequest, **fields: Any) -> "Job":

@@ -118,13 +118,25 @@ class BatchStore:
     def has_member(self, batch_id: str, job_id: str) -> bool:
         return bool(self.redis.sismember(self._members_key(batch_id), job_id))
 
+    def members_among(self, batch_id: str, job_ids: list[str]) -> list[bool]:
+        """For each of ``job_ids``, whether it is a member already (one round trip)."""
+        if not job_ids:
+            return []
+        return [bool(flag) for flag in self.redis.smismember(self._members_key(batch_id), job_ids)]
+
     def add_member(self, batch_id: str, job_id: str) -> None:
         """Counts a job into the batch, once. Call after the job is queued: a crash in between re-queues the same
         (deterministic) job id on the next attempt, and it is counted then; a job is never counted unqueued."""
+        self.add_members(batch_id, [job_id])
+
+    def add_members(self, batch_id: str, job_ids: list[str]) -> None:
+        """``add_member`` for several jobs (not members yet), in one transaction."""
+        if not job_ids:
+            return
         with self.redis.pipeline() as pipe:
-            pipe.sadd(self._members_key(batch_id), job_id)
-            pipe.hincrby(self.key(batch_id), "total", 1)
-            pipe.rpush(self._jobs_key(batch_id), job_id)
+            pipe.sadd(self._members_key(batch_id), *job_ids)
+            pipe.hincrby(self.key(batch_id), "total", len(job_ids))
+            pipe.rpush(self._jobs_key(batch_id), *job_ids)
             pipe.execute()
 
     def cursor(self, batch_id: str) -> str | None:

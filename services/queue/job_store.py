@@ -13,6 +13,9 @@ Keys (all under ``settings.key_prefix``):
 - ``stats:recovery`` hash: deliveries interrupted by a Redis outage, orphans re-queued
 - ``jobs:state:succeeded`` / ``jobs:state:failed`` sorted sets of finished job ids by finish time, trimmed to the
   record TTL: listing by state finds any finished job still kept
+- ``jobs:owner:<token name>`` / ``jobs:unowned`` sorted sets of job ids by creation time, one per API token and one
+  for jobs created outside the API, trimmed to the record TTL: a token's listing reads its own jobs only, so
+  another token's jobs never hide them (``owner_pages``)
 - ``tokens:unfinished`` hash: API token name (a job's ``owner``) → its ``queued`` and ``running`` jobs, the per-token
   quota. Counted up where a record becomes unfinished (create, requeue) and down in the finish script, so every way
   out — success, failure, cancel, dead letter — keeps it right
@@ -31,7 +34,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import redis
 
@@ -139,10 +142,12 @@ return removed
 
 # A new job's record and its queue message, as one unit: both are written or neither (a record with no message would
 # stay ``queued`` and never run, and the client that got an error would retry it as another job). Caps on waiting messages are
-# checked first: ARGV[4] for KEYS[4] (the job's queue), ARGV[5] for the sum over KEYS[5..n-1] (every task queue); 0
-# is no cap; then the per-token quota (KEYS[n], ``tokens:unfinished``). HSET is the first write: when Redis refuses writes (OOM under noeviction, read-only replica,
-# min-replicas) it fails before anything is written, and a script that has written is never cut short by OOM.
-# ARGV[6] = '0' keeps an existing record and pushes nothing: a record written here was queued with it.
+# checked first: ARGV[4] for KEYS[4] (the job's queue), ARGV[5] for the sum over KEYS[5..n-2] (every task queue); 0
+# is no cap; then the per-token quota (KEYS[n-1], ``tokens:unfinished``; ARGV[10] the owner, ARGV[11] its cap). HSET
+# is the first write: when Redis refuses writes (OOM under noeviction, read-only replica, min-replicas) it fails
+# before anything is written, and a script that has written is never cut short by OOM.
+# ARGV[6] = '0' keeps an existing record and pushes nothing: a record written here was queued with it. The last key
+# is the owner's index (``JobStore.owner_key``), trimmed to the record TTL.
 _CREATE_QUEUED_SCRIPT = """
 local cap = tonumber(ARGV[4])
 if cap > 0 then
@@ -152,16 +157,16 @@ end
 local total_cap = tonumber(ARGV[5])
 if total_cap > 0 then
   local waiting = 0
-  for i = 5, #KEYS - 1 do waiting = waiting + redis.call('LLEN', KEYS[i]) end
+  for i = 5, #KEYS - 2 do waiting = waiting + redis.call('LLEN', KEYS[i]) end
   if waiting >= total_cap then return {'full', 'global', waiting, total_cap} end
 end
 if ARGV[6] == '0' and redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
--- per-token quota: KEYS[#KEYS] counts each owner's unfinished jobs; ARGV[10] the owner ('' none), ARGV[11] its cap
+-- per-token quota: KEYS[#KEYS - 1] counts each owner's unfinished jobs; ARGV[10] the owner ('' none), ARGV[11] its cap
 local owner, owner_cap = ARGV[10], tonumber(ARGV[11])
 local before = redis.call('HGET', KEYS[1], 'state')
 local owner_counts = owner ~= '' and before ~= 'queued' and before ~= 'running'
 if owner_counts and owner_cap > 0 then
-  local unfinished = tonumber(redis.call('HGET', KEYS[#KEYS], owner) or '0')
+  local unfinished = tonumber(redis.call('HGET', KEYS[#KEYS - 1], owner) or '0')
   if unfinished >= owner_cap then return {'full', 'token', unfinished, owner_cap} end
 end
 -- end of the per-token quota check
@@ -176,15 +181,18 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[7], ARGV[9])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[2]) - 1)
 redis.call('ZADD', KEYS[3], ARGV[8], ARGV[9])
+redis.call('ZADD', KEYS[#KEYS], ARGV[7], ARGV[9])
+redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS], '-inf', tonumber(ARGV[8]) - tonumber(ARGV[1]))
 redis.call('LPUSH', KEYS[4], ARGV[3])
-if owner_counts then redis.call('HINCRBY', KEYS[#KEYS], owner, 1) end  -- per-token quota
+if owner_counts then redis.call('HINCRBY', KEYS[#KEYS - 1], owner, 1) end  -- per-token quota
 return {'queued', 1}
 """
 
 # Atomically move a job to a final state, once: a second finish (a duplicate delivery) changes nothing. Every key is
 # declared (Redis Cluster and cluster-mode proxies route a script by its declared keys): KEYS[1] the job, [2] the
 # finished counts, [3] the unfinished index, [4] the final state's set, [5] the dead-letter set, and for a job of a
-# batch [6] the batch hash and [7] its failed set; the last key is the per-token unfinished counts. A failure that ARGV[4] marks as dead-lettered enters the
+# batch [6] the batch hash and [7] its failed set; the last key is the per-token unfinished counts. A failure that
+# ARGV[4] marks as dead-lettered enters the
 # dead-letter set here, with the state change; a batch job counts towards its batch's totals here too, so none of
 # them can disagree with the record.
 _FINISH_SCRIPT = """
@@ -290,6 +298,8 @@ class JobStore:
         self._claim_orphan = client.register_script(_CLAIM_ORPHAN_SCRIPT)
         self._prune_unfinished = client.register_script(_PRUNE_UNFINISHED_SCRIPT)
         self._create_queued = client.register_script(_CREATE_QUEUED_SCRIPT)
+        self._run_id: str | None = None  # the server's, learned on first need after each (re)connection
+        _on_each_connect(client, self._forget_server_run_id)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "imgrestore:", ttl_seconds: int = 7 * 24 * 3600) -> "JobStore":
@@ -323,6 +333,10 @@ class JobStore:
     def state_prefix(self) -> str:
         """``<prefix>jobs:state:<succeeded|failed>``: finished jobs by finish time (see ``ids_in_state``)."""
         return f"{self.prefix}jobs:state:"
+
+    def owner_key(self, owner: str | None) -> str:
+        """Jobs of API token ``owner`` by creation time; ``None``: the jobs created outside the API."""
+        return f"{self.prefix}jobs:owner:{owner}" if owner is not None else f"{self.prefix}jobs:unowned"
 
     @property
     def unfinished_key(self) -> str:
@@ -367,6 +381,8 @@ class JobStore:
                 pipe.zadd(self.unfinished_key, {job.id: utcnow().timestamp()})
                 if job.owner:  # per-token quota (a record written here has no earlier one: see overwrite)
                     pipe.hincrby(self.owners_unfinished_key, job.owner, 1)
+            pipe.zadd(self.owner_key(job.owner), {job.id: job.created_at.timestamp()})
+            pipe.zremrangebyscore(self.owner_key(job.owner), "-inf", utcnow().timestamp() - self.ttl)
             pipe.execute()
         return True
 
@@ -377,27 +393,33 @@ class JobStore:
         ``all_queues`` together ``total_cap`` (0: no cap), with nothing written. With ``overwrite=False`` an
         existing record is kept and nothing is pushed (it was queued with its message): False then. ``owner_cap``:
         the per-token quota of ``job.owner``'s unfinished jobs (``QuotaExceededError``; 0: none)."""
+        keys, args = self._create_queued_call(job, queue, message, all_queues, queue_cap, total_cap, overwrite,
+                                              owner_cap)
+        return _queued_reply(self._create_queued(keys=keys, args=args), job.owner)
+
+    def create_queued_many(self, entries: list[tuple[Job, str, str]], all_queues: list[str],
+                           overwrite: bool = True) -> list[bool]:
+        """``create_queued`` for each ``(job, queue, message)``, uncapped, in one round trip (a pipeline of the same
+        script: each job is still all-or-nothing on its own). For batches, which check the caps and the per-token
+        quota once up front; each job still counts towards its token's unfinished jobs."""
+        if not entries:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job, queue, message in entries:
+                keys, args = self._create_queued_call(job, queue, message, all_queues, 0, 0, overwrite, 0)
+                self._create_queued(keys=keys, args=args, client=pipe)
+            return [_queued_reply(reply, job.owner) for (job, _, _), reply in zip(entries, pipe.execute())]
+
+    def _create_queued_call(self, job: Job, queue: str, message: str, all_queues: list[str], queue_cap: int,
+                            total_cap: int, overwrite: bool, owner_cap: int) -> tuple[list[str], list[Any]]:
         fields: list[str] = []
         for name, value in _encode(job).items():
             fields += [name, value]
-        reply = self._create_queued(
-            keys=[self.job_key(job.id), self.recent_key, self.unfinished_key, queue, *all_queues,
-                  self.owners_unfinished_key],
-            args=[self.ttl, RECENT_LIMIT, message, queue_cap, total_cap, 1 if overwrite else 0,
-                  job.created_at.timestamp(), utcnow().timestamp(), job.id, job.owner or "", owner_cap, *fields])
-        if reply[0] == "full" and reply[1] == "token":
-            unfinished, cap = int(reply[2]), int(reply[3])
-            raise QuotaExceededError(
-                f"token {job.owner!r} has {unfinished} jobs queued or running, at its quota of {cap} "
-                "(IMGRESTORE_API_MAX_UNFINISHED_JOBS_PER_TOKEN); retry once some have finished",
-                scope="token", waiting=unfinished, cap=cap)
-        if reply[0] == "full":
-            scope, waiting, cap = reply[1], int(reply[2]), int(reply[3])
-            what = "jobs queued in all queues" if scope == "global" else f"jobs queued in {scope}"
-            setting = "IMGRESTORE_MAX_QUEUED_JOBS" if scope == "global" else "IMGRESTORE_MAX_QUEUED_JOBS_PER_QUEUE"
-            raise QueueFullError(f"{waiting} {what}, at the cap of {cap} ({setting}); retry once workers have "
-                                 "drained some", scope=scope, waiting=waiting, cap=cap)
-        return bool(int(reply[1]))
+        keys = [self.job_key(job.id), self.recent_key, self.unfinished_key, queue, *all_queues,
+                self.owners_unfinished_key, self.owner_key(job.owner)]
+        args = [self.ttl, RECENT_LIMIT, message, queue_cap, total_cap, 1 if overwrite else 0,
+                job.created_at.timestamp(), utcnow().timestamp(), job.id, job.owner or "", owner_cap, *fields]
+        return keys, args
 
     def ids_in_state(self, state: JobState, start: int, stop: int) -> list[str]:
         """Ids of jobs in ``state``, newest first (ranks ``start``..``stop``): finished ones from their index (any
@@ -405,6 +427,34 @@ class JobStore:
         have moved on since (a re-queued job): callers check the records."""
         key = self.unfinished_key if not state.finished else self.state_prefix + state.value
         return list(self.redis.zrevrange(key, start, stop))
+
+    def owner_pages(self, owner: str | None, state: JobState | None, page: int,
+                    max_entries: int) -> Iterator[list[tuple[str, float]]]:
+        """Pages of ``(id, score)`` of ``owner``'s jobs (``owner_key``), newest first, at most ``max_entries`` in
+        all. Without ``state``: by creation time. With it: those also in that state's index (``ids_in_state``), by
+        its time, intersected in Redis into a key of the request's own (dropped at the end, or expiring). Like
+        ``ids_in_state``, entries may have moved on since: callers check the records."""
+        if state is None:
+            for start in range(0, max_entries, page):
+                entries = self.redis.zrevrange(self.owner_key(owner), start, start + page - 1, withscores=True)
+                yield entries
+                if len(entries) < page:
+                    return
+            return
+        scratch = f"{self.prefix}tmp:listing:{secrets.token_hex(8)}"
+        state_key = self.unfinished_key if not state.finished else self.state_prefix + state.value
+        with self.redis.pipeline() as pipe:  # MULTI: the scratch key never outlives its expiry
+            pipe.zinterstore(scratch, {state_key: 1, self.owner_key(owner): 0})
+            pipe.expire(scratch, 60)
+            pipe.execute()
+        try:
+            for start in range(0, max_entries, page):
+                entries = self.redis.zrevrange(scratch, start, start + page - 1, withscores=True)
+                yield entries
+                if len(entries) < page:
+                    return
+        finally:
+            self.redis.delete(scratch)
 
     def unfinished_since(self, job_ids: list[str]) -> dict[str, tuple[JobState, float]]:
         """State and since when (a Unix time: queued — created, retried, re-queued — or started) of each of
@@ -464,11 +514,22 @@ class JobStore:
 
     def server_run_id(self) -> str:
         """The Redis server's run id, new at each start: a delivery that began under another one met a restart.
-        '' when INFO is refused (a managed Redis's ACL): restarts are then not told apart."""
+        '' when INFO is refused (a managed Redis's ACL): restarts are then not told apart.
+
+        Asked once, then again only after a new connection is made (a restarted server, a failover and a dropped
+        connection all reconnect first): one INFO per connection instead of one per job start."""
+        known = self._run_id
+        if known is not None:
+            return known
         try:
-            return str(self.redis.info("server").get("run_id", ""))
+            run_id = str(self.redis.info("server").get("run_id", ""))
         except redis.exceptions.ResponseError:
-            return ""
+            run_id = ""
+        self._run_id = run_id
+        return run_id
+
+    def _forget_server_run_id(self) -> None:
+        self._run_id = None
 
     def renew_lease(self, job_id: str, owner: str, lease_ms: int) -> bool:
         """Extends the lease held by ``owner``, or by any process of node ``owner`` (the node's lease keeper)."""
@@ -624,6 +685,43 @@ class JobStore:
         return int(self.redis.zrem(self.dead_key, *job_ids)) if job_ids else 0
 
 
+def _queued_reply(reply: list, owner: str | None) -> bool:
+    """What ``_CREATE_QUEUED_SCRIPT`` answered: True when queued, False when kept; ``QueueFullError`` when full,
+    ``QuotaExceededError`` when ``owner`` is at its quota."""
+    if reply[0] == "full" and reply[1] == "token":
+        unfinished, cap = int(reply[2]), int(reply[3])
+        raise QuotaExceededError(
+            f"token {owner!r} has {unfinished} jobs queued or running, at its quota of {cap} "
+            "(IMGRESTORE_API_MAX_UNFINISHED_JOBS_PER_TOKEN); retry once some have finished",
+            scope="token", waiting=unfinished, cap=cap)
+    if reply[0] == "full":
+        scope, waiting, cap = reply[1], int(reply[2]), int(reply[3])
+        what = "jobs queued in all queues" if scope == "global" else f"jobs queued in {scope}"
+        setting = "IMGRESTORE_MAX_QUEUED_JOBS" if scope == "global" else "IMGRESTORE_MAX_QUEUED_JOBS_PER_QUEUE"
+        raise QueueFullError(f"{waiting} {what}, at the cap of {cap} ({setting}); retry once workers have "
+                             "drained some", scope=scope, waiting=waiting, cap=cap)
+    return bool(int(reply[1]))
+
+
+def _on_each_connect(client: redis.Redis, callback: Callable[[], None]) -> None:
+    """Calls ``callback`` whenever ``client``'s pool opens or re-opens a connection (after the handshake)."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:  # a stand-in without connections (tests of metric names)
+        return
+    handshake = pool.connection_kwargs.get("redis_connect_func")
+
+    def connected(connection: Any) -> None:
+        if handshake is not None:
+            handshake(connection)
+        else:
+            connection.on_connect()
+        callback()
+
+    pool.connection_kwargs["redis_connect_func"] = connected
+    for connection in [*pool._get_free_connections(), *pool._get_in_use_connections()]:
+        connection.redis_connect_func = connected  # made before: their reconnections call back too
+
+
 def _encode_value(value: Any) -> str:
     if hasattr(value, "model_dump_json"):
         return value.model_dump_json()
@@ -635,13 +733,13 @@ def _encode_value(value: Any) -> str:
 
 
 def _encode(job: Job) -> dict[str, str]:
-    data = job.model_dump(mode="json")
-    out: dict[str, str] = {}
-    for name, value in data.items():
-        if value is None:
-            continue
-        out[name] = json.dumps(value) if name in _JSON_FIELDS else str(value)
-    return out
+    """The record's fields: ``Job.compact_dump`` (defaults left out) plus ``state``, which the scripts read. Short
+    values keep the hash in Redis's compact listpack encoding (values ≤ ``hash-max-listpack-value``, 64 bytes by
+    default): a default output URL is usually longer, a hashtable costs ~1.3 KB more."""
+    data = job.compact_dump()
+    data["state"] = job.state.value
+    return {name: json.dumps(value, separators=(",", ":")) if name in _JSON_FIELDS else str(value)
+            for name, value in data.items() if value is not None}
 
 
 def _decode(raw: dict[str, str]) -> Job:

@@ -28,6 +28,7 @@ from .job_store import JobStore
 
 EXPAND_TASK = "imgrestore.expand_batch"
 INPUTS_SOURCE = "inputs:"  # the expand task's root for an inputs batch: its saved inputs, not a prefix listing
+ENQUEUE_CHUNK = 200  # inputs of a batch queued per round trip (pipelined scripts and membership writes)
 # Request ids hash the include patterns. The default list gained *.gif and *.pdf (one list with ``run``); hashing the
 # default as the list it replaced keeps the ids of backfills and watches started before, so ``--resume`` (and a
 # watch's state file) still finds them.
@@ -53,14 +54,38 @@ class Submitter:
         the write leaves neither, and the caller gets the Redis error. ``capped``: the queued-job caps apply
         (``QueueFullError``). True when queued; False when ``overwrite=False`` found the record (queued before)."""
         queue = self.settings.queue_for(job.task.value)
-        # Unset fields are left out of the message (the worker's Job has the same defaults): 40 % of the job.
-        message = encode_message(self.app, RESTORE_TASK, [job.model_dump(mode="json", exclude_none=True)], queue,
-                                 job.id)
-        return self.store.create_queued(
+        # Defaults are left out of the message (the worker's Job rebuilds them): a third of the job.
+        message = encode_message(RESTORE_TASK, [job.compact_dump()], queue, job.id)
+        queued = self.store.create_queued(
             job, queue, message, task_queue_names(self.settings),
             queue_cap=self.settings.max_queued_jobs_per_queue if capped else 0,
             total_cap=self.settings.max_queued_jobs if capped else 0, overwrite=overwrite,
             owner_cap=self.settings.api_max_unfinished_jobs_per_token if capped else 0)
+        if queued:
+            self.announce([job])
+        return queued
+
+    def create_queued_many(self, jobs: list[Job], overwrite: bool = True) -> list[bool]:
+        """``create_queued`` for several jobs in one round trip, uncapped (batches check the caps up front)."""
+        entries = []
+        for job in jobs:
+            queue = self.settings.queue_for(job.task.value)
+            entries.append((job, queue, encode_message(RESTORE_TASK, [job.compact_dump()], queue, job.id)))
+        queued = self.store.create_queued_many(entries, task_queue_names(self.settings), overwrite=overwrite)
+        self.announce([job for job, new in zip(jobs, queued) if new])
+        return queued
+
+    def announce(self, jobs: list[Job]) -> None:
+        """Celery's ``task-sent`` event for each of ``jobs`` (queued), as ``send_task`` would have published it,
+        when ``IMGRESTORE_TASK_SENT_EVENTS`` asks for them (Flower lists waiting tasks from these)."""
+        if not self.settings.task_sent_events or not jobs:
+            return
+        with self.app.events.default_dispatcher() as dispatcher:
+            for job in jobs:
+                queue = self.settings.queue_for(job.task.value)
+                dispatcher.send("task-sent", uuid=job.id, root_id=job.id, parent_id=None, name=RESTORE_TASK,
+                                args=f"[job {job.id}]", kwargs="{}", retries=0, eta=None, expires=None,
+                                queue=queue, exchange="", routing_key=queue)
 
     def check_owner_quota(self, owner: str | None, count: int) -> None:
         """Raises ``QuotaExceededError`` unless token ``owner`` may have ``count`` more unfinished jobs (a batch
@@ -174,23 +199,33 @@ class BatchSubmitter:
 
     def add(self, batch: Batch, input_url: str, root: str | None = None) -> Job | None:
         """Queues ``input_url`` as a job of ``batch`` unless it already is one; returns the new job or None."""
-        job_id = batch_job_id(batch.id, input_url)
-        if self.batches.has_member(batch.id, job_id):
-            return None
-        request = JobRequest(task=batch.task, profile=batch.profile, input_url=input_url,
-                             output_url=output_for(batch, input_url, root), options=batch.options,
-                             batch_id=batch.id)
-        validate_urls(request.input_url, request.output_url)
-        if request.output_url == input_url:  # every way into a batch (API, backfill, prefix listing) stops here
-            raise InvalidJobError(f"{input_url}: its output would be the input itself; restoring in place would "
-                                  "destroy it (choose another output prefix)")
-        job = Job.from_request(request, id=job_id, owner=batch.owner)
+        added = self.add_many(batch, [input_url], root)
+        return added[0] if added else None
+
+    def add_many(self, batch: Batch, input_urls: list[str], root: str | None = None) -> list[Job]:
+        """Queues each of ``input_urls`` that is not a job of ``batch`` yet; returns the new jobs. Three round trips
+        whatever their number: membership, the records with their messages, then membership again."""
+        job_ids = [batch_job_id(batch.id, url) for url in input_urls]
+        known = self.batches.members_among(batch.id, job_ids)
+        jobs: list[Job] = []
+        taken: set[str] = set()  # an input named twice is one job
+        for url, job_id, member in zip(input_urls, job_ids, known):
+            if member or job_id in taken:
+                continue
+            taken.add(job_id)
+            request = JobRequest(task=batch.task, profile=batch.profile, input_url=url,
+                                 output_url=output_for(batch, url, root), options=batch.options, batch_id=batch.id)
+            validate_urls(request.input_url, request.output_url)
+            if request.output_url == url:  # every way into a batch (API, backfill, prefix listing) stops here
+                raise InvalidJobError(f"{url}: its output would be the input itself; restoring in place would "
+                                      "destroy it (choose another output prefix)")
+            jobs.append(Job.from_request(request, id=job_id, owner=batch.owner))
         # A retry after a half-done add must not reset a job that already ran: an existing record was queued with
         # its message, so it is left alone. Uncapped: an explicit batch checked the caps once for all its inputs,
         # a prefix batch is paced by IMGRESTORE_BATCH_MAX_IN_FLIGHT.
-        self.submitter.create_queued(job, overwrite=False, capped=False)
-        self.batches.add_member(batch.id, job_id)  # counted after it is queued: a crash re-queues, never loses
-        return job
+        self.submitter.create_queued_many(jobs, overwrite=False)
+        self.batches.add_members(batch.id, [job.id for job in jobs])  # after they are queued: a crash re-queues
+        return jobs
 
     def in_flight(self, batch_id: str) -> int:
         batch = self.batches.get(batch_id)
@@ -212,8 +247,8 @@ class BatchSubmitter:
             self.batches.save_inputs(batch.id, inputs)
             self._send_expand(batch, INPUTS_SOURCE, [])
             return batch
-        for url in inputs:
-            self.add(batch, url)
+        for start in range(0, len(inputs), ENQUEUE_CHUNK):
+            self.add_many(batch, inputs[start:start + ENQUEUE_CHUNK])
         self.batches.seal(batch.id)
         return self.batches.get(batch.id)
 
@@ -257,17 +292,22 @@ class BatchSubmitter:
             return self._expand_inputs(batch, int(start_after or 0), max_in_flight, page_budget)
         listed = 0
         cursor = start_after
+        pending: list[str] = []
         for info in storage.list(root, start_after or None):
             if matches_any(info.url, include) and not is_earlier_output(batch, info.url, root):
-                self.add(batch, info.url, root)
+                pending.append(info.url)
             cursor = info.url
             listed += 1
-            if listed % 1000 == 0:
+            if len(pending) >= ENQUEUE_CHUNK or listed % 1000 == 0:
+                self.add_many(batch, pending, root)
+                pending = []
+            if listed % 1000 == 0:  # the cursor never passes an input not queued yet
                 self.batches.save_cursor(batch_id, cursor)
                 if self._stopped(batch_id):
                     return None
                 if listed >= 1000 * page_budget or self.in_flight(batch_id) >= max_in_flight:
                     return cursor
+        self.add_many(batch, pending, root)
         self.batches.seal(batch_id)
         self._stopped(batch_id)
         return None
@@ -277,8 +317,8 @@ class BatchSubmitter:
         """``expand_step`` for the saved inputs of a large inputs batch; the cursor is the next input's index."""
         for _ in range(page_budget):
             urls = self.batches.inputs(batch.id, start, start + page - 1)
-            for url in urls:
-                self.add(batch, url)
+            for chunk in range(0, len(urls), ENQUEUE_CHUNK):
+                self.add_many(batch, urls[chunk:chunk + ENQUEUE_CHUNK])
             start += len(urls)
             if len(urls) < page:
                 break

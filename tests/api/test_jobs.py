@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from services.api import create_app
 from services.api.idempotency import fingerprint
-from services.jobs import Job, JobError, JobRequest, JobState
+from services.jobs import Job, JobError, JobRequest, JobState, OutputInfo, StageTimings
 from services.queue.celery_app import send
 from services.queue.job_store import _encode
 from tests.api.conftest import OTHER, auth, make_settings
@@ -192,23 +192,29 @@ def test_malformed_idempotency_keys_are_422(client, key):
     assert response.status_code == 422, response.text
 
 
-def test_the_message_is_celerys_own_but_names_the_job_instead_of_repeating_it(client, ctx):
+def test_the_message_is_celerys_own_with_only_what_a_worker_reads(client, ctx):
     job_id = _submit(client, input_url="s3://scans/compat.png").json()["id"]
-    ours = next(m for m in _queued_messages(ctx, ctx.settings.queue_for("denoise")) if m["headers"]["id"] == job_id)
+    raw = next(m for m in ctx.redis.lrange(ctx.settings.queue_for("denoise"), 0, -1) if job_id in m)
+    ours = json.loads(raw)
     scratch = ctx.settings.queue_prefix + "scratch"
     send(ctx.celery, "imgrestore.restore", [ctx.jobs.get(job_id).model_dump(mode="json")], scratch, job_id)
-    celerys = json.loads(ctx.redis.lpop(scratch))
-    assert ours.keys() == celerys.keys() and ours["headers"].keys() == celerys["headers"].keys()
-    assert ours["properties"].keys() == celerys["properties"].keys()
+    celerys_raw = ctx.redis.lpop(scratch)
+    celerys = json.loads(celerys_raw)
+    assert ours.keys() == celerys.keys()
+    # Every header and property left out is optional, and at its default in Celery's own message.
+    assert set(ours["headers"]) == {"lang", "task", "id", "ignore_result"}
+    for name in ours["headers"]:
+        assert ours["headers"][name] == celerys["headers"][name], name
+    assert all(not celerys["headers"][name] for name in ("eta", "expires", "group", "parent_id", "shadow"))
+    assert set(ours["properties"]) <= set(celerys["properties"])
     assert ours["properties"]["body_encoding"] == "utf-8" and celerys["properties"]["body_encoding"] == "base64"
     (our_args, our_kwargs, our_embed) = json.loads(ours["body"])  # stored as is: no base64
     (args, kwargs, embed) = json.loads(base64.b64decode(celerys["body"]))
-    assert (Job.model_validate(our_args[0]), our_kwargs, our_embed) == (Job.model_validate(args[0]), kwargs, embed)
-    assert len(ours["body"]) < 0.6 * len(celerys["body"])  # no nulls, no base64
-    assert ours["headers"]["argsrepr"] == f"[job {job_id}]"  # Celery's is a repr of the whole job again
+    assert (Job.model_validate(our_args[0]), our_kwargs) == (Job.model_validate(args[0]), kwargs)
+    assert our_embed == {} and not any(embed.values())
+    assert "output_url" not in our_args[0]  # the default one, derived again by the worker's Job
     assert ours["properties"]["delivery_info"] == {"exchange": "", "routing_key": ctx.settings.queue_for("denoise")}
-    for name in ("task", "id", "root_id", "retries", "ignore_result"):
-        assert ours["headers"][name] == celerys["headers"][name], name
+    assert len(raw) < 0.3 * len(celerys_raw)  # no copy of the job in the headers, no nulls, no base64
 
 
 @pytest.fixture()
@@ -269,3 +275,30 @@ def test_listing_by_state_finds_finished_jobs_older_than_the_newest_2000(client,
     assert old.id not in [job["id"] for job in listed]
     queued = client.get("/v1/jobs", params={"state": "queued", "limit": 5}, headers=auth()).json()["jobs"]
     assert queued and all(job["state"] == "queued" for job in queued)
+
+
+def test_another_tokens_10_000_newer_jobs_hide_none_of_a_tokens_7(client, ctx):
+    """Issue 16: listing scanned the newest 2 000 records, so a busy token's jobs hid a quiet token's, and an old
+    succeeded job was not found by its state."""
+    mine = [_submit(client, input_url=f"s3://scans/mine/{i}.png").json()["id"] for i in range(7)]
+    ctx.jobs.start(mine[0], "w@test", 60_000)
+    ctx.jobs.succeed(mine[0], OutputInfo(width=8, height=8, mode="L", format="PNG", bytes=10, megapixels=0.0001,
+                                         model="m", tiles=1), StageTimings(), "cpu")
+    with ctx.redis.pipeline(transaction=False) as pipe:  # another token's, all newer and queued: what create writes
+        for i in range(10_000):
+            job = Job(task="denoise", input_url=f"s3://other-bucket/{i}.png", owner="other")
+            pipe.hset(ctx.jobs.job_key(job.id), mapping=_encode(job))
+            pipe.zadd(ctx.jobs.recent_key, {job.id: job.created_at.timestamp()})
+            pipe.zadd(ctx.jobs.unfinished_key, {job.id: job.created_at.timestamp()})
+            pipe.zadd(ctx.jobs.owner_key("other"), {job.id: job.created_at.timestamp()})
+        pipe.execute()
+
+    listed = [job["id"] for job in client.get("/v1/jobs", params={"limit": 200}, headers=auth()).json()["jobs"]]
+    assert [job_id for job_id in listed if job_id in mine] == mine[::-1]  # before: none of them
+    succeeded = client.get("/v1/jobs", params={"state": "succeeded"}, headers=auth()).json()["jobs"]
+    assert mine[0] in [job["id"] for job in succeeded] and all(job["state"] == "succeeded" for job in succeeded)
+    queued = client.get("/v1/jobs", params={"state": "queued", "limit": 200}, headers=auth()).json()["jobs"]
+    assert set(mine[1:]) <= {job["id"] for job in queued} and all(job["owner"] != "other" for job in queued)
+    theirs = client.get("/v1/jobs", params={"state": "queued", "limit": 3}, headers=auth(OTHER)).json()["jobs"]
+    assert len(theirs) == 3 and all(job["owner"] == "other" for job in theirs)
+    assert not ctx.redis.keys(ctx.settings.key_prefix + "tmp:*")  # the scratch intersections are gone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from enum import Enum
 from typing import Annotated
 
@@ -26,8 +27,7 @@ from .common import (AUTH_ERRORS, NOT_FOUND, SUBMIT_ERRORS, IdempotencyKey, JobI
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(known_query_only)])
 
-SCAN_LIMIT = 2_000  # list endpoints look at most this many recent records per request
-STATE_SCAN_LIMIT = 20_000  # ... and this many entries of a state's index (bounded work for a token that sees few)
+STATE_SCAN_LIMIT = 20_000  # listing reads at most this many entries of an index (bounded work for a token that sees few)
 
 
 def checked_request(body: JobCreate, principal: Principal, ctx: ApiContext) -> JobRequest:
@@ -82,33 +82,30 @@ def list_jobs(limit: Annotated[int, Query(ge=1, le=200)] = 50,
               state: Annotated[JobState | None, Query(description="Only jobs in this state")] = None,
               principal: Principal = Depends(current_principal),
               ctx: ApiContext = Depends(get_ctx)) -> JobList:
-    """Newest first. Without `state`, looks through the latest 2 000 jobs for ones this token may see; with it,
-    through an index of that state (finished jobs: every one still kept, `IMGRESTORE_JOB_TTL_SECONDS`; queued and
-    running ones: all of them), up to 20 000 entries."""
-    found: dict[str, Job] = {}
+    """Newest first (by creation; with `state`, by the time the job entered it). Reads this token's own jobs and
+    the jobs created outside the API (CLI, backfills) from an index of each, kept for the record TTL
+    (`IMGRESTORE_JOB_TTL_SECONDS`), so another token's jobs never hide them; up to 20 000 entries of each index.
+    Jobs created before these indexes existed (an upgrade) are found by id, not listed."""
+    found: dict[str, tuple[float, Job]] = {}
 
-    def scan(read_page, entries: int) -> bool:
-        """Adds visible matches page by page; True once ``limit`` are found."""
-        page = 200
-        for start in range(0, entries, page):
-            ids = read_page(start, start + page - 1)
-            for job in ctx.jobs.get_many(ids):
-                if can_see_job(principal, job) and (state is None or job.state is state):
-                    found.setdefault(job.id, job)
-                    if len(found) >= limit:
-                        return True
-            if len(ids) < page:
-                break
-        return False
+    def take(owner: str | None) -> None:
+        """Adds the visible matches among ``owner``'s jobs, page by page, until ``limit`` came from them."""
+        taken = 0
+        with closing(ctx.jobs.owner_pages(owner, state, 200, STATE_SCAN_LIMIT)) as pages:
+            for entries in pages:
+                scores = dict(entries)
+                for job in ctx.jobs.get_many(list(scores)):
+                    if (state is None or job.state is state) and can_see_job(principal, job) \
+                            and job.id not in found:
+                        found[job.id] = (scores[job.id], job)
+                        taken += 1
+                        if taken >= limit:
+                            return
 
-    def recent(start: int, stop: int) -> list[str]:
-        return ctx.redis.zrevrange(ctx.jobs.recent_key, start, stop)
-
-    if state is not None and scan(lambda start, stop: ctx.jobs.ids_in_state(state, start, stop), STATE_SCAN_LIMIT):
-        return JobList(jobs=list(found.values()))
-    # Without a state; or jobs that finished before the state index existed (an upgrade), among the newest.
-    scan(recent, SCAN_LIMIT)
-    return JobList(jobs=list(found.values()))
+    take(principal.name)
+    take(None)
+    newest = sorted(found.values(), key=lambda entry: entry[0], reverse=True)[:limit]
+    return JobList(jobs=[job for _, job in newest])
 
 
 @router.get("/{job_id}", response_model=Job, responses={**AUTH_ERRORS, **NOT_FOUND}, summary="One job")
