@@ -500,6 +500,15 @@ def classify_page(page) -> PagePlan:
     return PagePlan("render", reason=", ".join(dict.fromkeys(other)) or "an image that cannot be replaced in place")
 
 
+def _classified(page, index: int, total: int, progress: _Progress) -> PagePlan:
+    """classify_page for one page of a document, timed as decode; an unparsable page names its number."""
+    with progress.stage("decode"):
+        try:
+            return classify_page(page)
+        except ImageDecodeError as exc:
+            raise _page_error(index, total, exc.message)
+
+
 def _replaceable(xobject) -> bool:
     """Images we decode and re-encode in place: not stencil masks, no inverted /Decode, 8- or 1-bit."""
     if xobject.get("/ImageMask", False) or "/Decode" in xobject:
@@ -534,11 +543,7 @@ def _restore_pdf(restorer: PageRestorer, progress: _Progress, data: bytes) -> by
     modes: list[str] = []
     with pdf:
         for index, page in enumerate(pdf.pages):
-            with progress.stage("decode"):
-                try:
-                    plan = classify_page(page)
-                except ImageDecodeError as exc:
-                    raise _page_error(index, total, exc.message)
+            plan = _classified(page, index, total, progress)
             if plan.kind == "born_digital":
                 progress.pages.passed_through += 1
                 continue
@@ -586,11 +591,7 @@ def _pdf_pages(restorer: PageRestorer, progress: _Progress, data: bytes) -> Iter
     def pages() -> Iterator[_Page]:
         with pdf:
             for index, page in enumerate(pdf.pages):
-                with progress.stage("decode"):
-                    try:
-                        plan = classify_page(page)
-                    except ImageDecodeError as exc:
-                        raise _page_error(index, total, exc.message)
+                plan = _classified(page, index, total, progress)
                 rotate = int(page.obj.get("/Rotate", 0)) % 360
                 image = None
                 if plan.kind == "image":
