@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +102,27 @@ def children(pid: int) -> list[int]:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except FileNotFoundError:
         return []
+
+
+def bare_inference(data: bytes, settings) -> tuple[str, Callable[[], None]]:
+    """The baseline the service benchmarks are read against: decoded pixels → tiled ONNX Runtime inference, nothing
+    else, in this process. Loads the denoise/document model (``settings``: threads, tile batch), decodes ``data`` and
+    runs once to warm up; returns the model's ``name@version`` and one more inference of the page to time."""
+    from services.imaging.codecs import decode  # noqa: PLC0415  (not every benchmark needs the models)
+    from services.inference.registry import ModelRegistry  # noqa: PLC0415
+    from services.inference.runner import TileSettings, run_model  # noqa: PLC0415
+
+    registry = ModelRegistry.from_settings(settings)
+    spec = registry.resolve("denoise", "document")
+    model = registry.load(spec)
+    pixels = decode(data, settings.max_pixels).pixels
+    tiles = TileSettings(spec.tiling.tile_size, spec.tiling.overlap, settings.tile_batch_size)
+
+    def infer() -> None:
+        run_model(model, pixels, tiles)
+
+    infer()  # warm-up
+    return spec.qualified_name, infer
 
 
 def git_commit() -> str:

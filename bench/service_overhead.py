@@ -15,15 +15,11 @@ import uuid
 from pathlib import Path
 
 import boto3
-import numpy as np
 from PIL import Image
 
-from common import REPO, markdown_table, redis_url, write_results  # noqa: E402
+from common import REPO, bare_inference, markdown_table, redis_url, write_results  # noqa: E402
 
 from services.config import Settings  # noqa: E402
-from services.imaging.codecs import decode  # noqa: E402
-from services.inference.registry import ModelRegistry  # noqa: E402
-from services.inference.runner import TileSettings, run_model  # noqa: E402
 from services.jobs import JobRequest  # noqa: E402
 from services.queue.celery_app import create_app  # noqa: E402
 from services.queue.clients import QueueClients  # noqa: E402
@@ -48,18 +44,13 @@ def main() -> None:
     settings = Settings()
 
     # Bare: decoded pixels → tiled ONNX Runtime inference, nothing else.
-    registry = ModelRegistry.from_settings(settings)
-    spec = registry.resolve("denoise", "document")
-    model = registry.load(spec)
-    pixels = decode(data, settings.max_pixels).pixels
-    tiles = TileSettings(spec.tiling.tile_size, spec.tiling.overlap, settings.tile_batch_size)
-    run_model(model, pixels, tiles)  # warm-up
+    model_name, infer = bare_inference(data, settings)
     bare = []
     for _ in range(args.runs):
         started = time.perf_counter()
-        run_model(model, pixels, tiles)
+        infer()
         bare.append(time.perf_counter() - started)
-    del registry, model
+    del infer  # the model's memory is not the worker's
 
     work = Path(tempfile.mkdtemp(prefix="imgrestore-bench-"))
     moto = start_moto(work)
@@ -74,7 +65,7 @@ def main() -> None:
                          if k.startswith("IMGRESTORE_")})
     app = create_app(config)
     queue = QueueClients.from_settings(config, app=app)
-    store, submitter = queue.jobs, queue.submitter
+    submitter = queue.submitter
     worker = start_worker(f"overhead-{uuid.uuid4().hex[:4]}@bench", env, work, app=app)
     end_to_end, records = [], []
     try:
@@ -102,7 +93,7 @@ def main() -> None:
         {"part": "other (records, ack, polling)", "seconds": bookkeeping},
         {"part": "end to end", "seconds": e2e_s}]
     write_results("service_overhead", "Service overhead of a 1 MP document denoise job", {
-        "image": "1000×1000 gray PNG (samples/documents/dirty-page-1.png resized)", "model": spec.qualified_name,
+        "image": "1000×1000 gray PNG (samples/documents/dirty-page-1.png resized)", "model": model_name,
         "runs": args.runs, "bare_seconds": bare, "end_to_end_seconds": end_to_end,
         "stages_median": stage, "queue_wait_median": queue, "overhead_fraction": overhead,
         "target_fraction": 0.10, "met": overhead <= 0.10},

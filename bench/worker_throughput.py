@@ -25,13 +25,10 @@ from pathlib import Path
 
 import boto3
 
-from common import markdown_table, redis_url, write_results  # noqa: E402  (bench/ is the script's folder)
+from common import bare_inference, markdown_table, redis_url, write_results  # noqa: E402  (bench/ is the script's folder)
 from service_overhead import AWS, one_megapixel_page  # noqa: E402
 
 from services.config import Settings  # noqa: E402
-from services.imaging.codecs import decode  # noqa: E402
-from services.inference.registry import ModelRegistry  # noqa: E402
-from services.inference.runner import TileSettings, run_model  # noqa: E402
 from services.jobs import JobRequest, JobState  # noqa: E402
 from services.queue.celery_app import create_app  # noqa: E402
 from services.queue.clients import QueueClients  # noqa: E402
@@ -42,16 +39,10 @@ STAGES = ("download", "decode", "model_wait", "infer", "encode", "upload")
 
 def bare_throughput(data: bytes, threads: int, jobs: int) -> float:
     """Images per second of decoded pixels → tiled ONNX Runtime inference, nothing else, one process."""
-    settings = Settings(intra_op_threads=threads)
-    registry = ModelRegistry.from_settings(settings)
-    spec = registry.resolve("denoise", "document")
-    model = registry.load(spec)
-    pixels = decode(data, settings.max_pixels).pixels
-    tiles = TileSettings(spec.tiling.tile_size, spec.tiling.overlap, settings.tile_batch_size)
-    run_model(model, pixels, tiles)  # warm-up
+    _, infer = bare_inference(data, Settings(intra_op_threads=threads))
     started = time.perf_counter()
     for _ in range(jobs):
-        run_model(model, pixels, tiles)
+        infer()
     return jobs / (time.perf_counter() - started)
 
 
