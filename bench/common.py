@@ -97,13 +97,6 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-
-
 def bare_inference(data: bytes, settings) -> tuple[str, Callable[[], None]]:
     """The baseline the service benchmarks are read against: decoded pixels → tiled ONNX Runtime inference, nothing
     else, in this process. Loads the denoise/document model (``settings``: threads, tile batch), decodes ``data`` and

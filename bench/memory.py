@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import REPO, children, markdown_table, peak_rss_mb, redis_url, write_results  # noqa: E402
+from common import REPO, markdown_table, peak_rss_mb, redis_url, write_results  # noqa: E402
 
 from services.config import Settings  # noqa: E402
 from services.inference.registry import load_manifest  # noqa: E402
@@ -68,7 +68,7 @@ def all_models_loaded(work: Path) -> dict:
     submitter = QueueClients.from_settings(config, app=app).submitter
     worker = start_worker(f"mem-{uuid.uuid4().hex[:4]}@bench", env, work, app=app)
     try:
-        (child,) = children(worker.pid)
+        (child,) = worker.pool_pids()
         idle = peak_rss_mb(child)
         sample = work / "small.png"
         Image.fromarray((np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)).save(sample)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import REPO, children, git_commit, markdown_table, redis_url, write_results, RESULTS  # noqa: E402
+from common import REPO, git_commit, markdown_table, redis_url, write_results, RESULTS  # noqa: E402
 
 from services.config import Settings  # noqa: E402
 from services.inference.registry import ModelRegistry  # noqa: E402
@@ -170,7 +170,7 @@ def main() -> int:
     submitter = Submitter(settings, store, app)
     planned = plan(args.jobs, args.min_mp, args.max_mp, args.bad_share, args.seed)
     worker = start_worker(f"soak-{uuid.uuid4().hex[:4]}@bench", env, work, concurrency=1, app=app)
-    (pool_pid,) = children(worker.pid)
+    (pool_pid,) = worker.pool_pids()
     samples: list[dict] = [{"jobs_done": 0, "main_rss_mb": round(rss_mb(worker.pid), 1),
                             "pool_rss_mb": round(rss_mb(pool_pid), 1), "pool_pid": pool_pid}]
     finished: list[dict] = []
@@ -201,7 +201,7 @@ def main() -> int:
                 source.unlink(missing_ok=True)
                 target.unlink(missing_ok=True)
                 if len(finished) % args.sample_every == 0 or len(finished) == len(planned):
-                    now_children = children(worker.pid)
+                    now_children = worker.pool_pids()
                     pool = now_children[0] if now_children else pool_pid
                     samples.append({"jobs_done": len(finished), "main_rss_mb": round(rss_mb(worker.pid), 1),
                                     "pool_rss_mb": round(rss_mb(pool), 1), "pool_pid": pool})

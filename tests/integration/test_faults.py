@@ -37,13 +37,6 @@ def _png(seed: int, size: int = 64, mode: str = "RGB") -> bytes:
     return buffer.getvalue()
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-
-
 def _feed(fifo: Path, data: bytes) -> threading.Thread:
     thread = threading.Thread(target=lambda: fifo.write_bytes(data), daemon=True)
     thread.start()
@@ -157,7 +150,7 @@ def test_a_job_that_keeps_killing_its_worker_goes_to_the_dead_letters(make_servi
     for attempt in (1, 2):
         wait_until(lambda: service.store.get(job.id).attempts == attempt, 60, f"delivery {attempt} to start")
         time.sleep(0.3)
-        (pool_process,) = _children(worker.pid)  # concurrency 1: the one pool process, blocked on the input
+        (pool_process,) = worker.pool_pids()  # concurrency 1: the one pool process, blocked on the input
         os.kill(pool_process, signal.SIGKILL)
     final = service.submitter.wait(job.id, timeout=60)
     assert final.state is JobState.failed and final.error.type == "delivery_limit"
@@ -325,7 +318,7 @@ def test_bad_inputs_keep_the_worker_memory_bounded(make_service, s3_client, buck
         jobs.append(service.submitter.submit(JobRequest(task="denoise", input_url=f"s3://{bucket}/{key}")))
     for job in jobs:
         service.submitter.wait(job.id, timeout=120)
-    child = _children(service.workers[0].pid)[0]
+    child = service.workers[0].pool_pids()[0]
     peak_kb = int(next(line.split()[1] for line in Path(f"/proc/{child}/status").read_text().splitlines()
                        if line.startswith("VmHWM")))
     print(f"worker pool process peak RSS over the bad-input corpus: {peak_kb / 1024:.0f} MiB")

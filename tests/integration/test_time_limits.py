@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -28,13 +27,6 @@ def _png(side: int, seed: int = 0) -> bytes:
     page = np.random.default_rng(seed).integers(200, 256, (side, side), dtype=np.uint8)
     Image.fromarray(page).save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
 
 
 def test_a_job_past_its_soft_limit_fails_with_the_reason_and_the_next_job_succeeds(make_service, s3_client, bucket):
@@ -69,11 +61,11 @@ def test_a_job_stuck_past_its_hard_limit_is_failed_and_its_pool_process_replaced
     stuck = service.submitter.submit(JobRequest(task="denoise", input_url=str(fifo),
                                                 output_url=str(tmp_path / "never.png")))
     wait_until(lambda: service.store.get(stuck.id).state is JobState.running, 60, "the stuck job to start")
-    (first_process,) = _children(worker.pid)
+    (first_process,) = worker.pool_pids()
     failed = service.submitter.wait(stuck.id, timeout=60)
     assert failed.state is JobState.failed and failed.error.type == "time_limit_exceeded"
     assert "hard limit" in failed.error.message and "worker process was replaced" in failed.error.message
-    wait_until(lambda: _children(worker.pid) not in ([], [first_process]), 60, "a new pool process")
+    wait_until(lambda: worker.pool_pids() not in ([], [first_process]), 60, "a new pool process")
     assert worker.alive()
 
     (tmp_path / "ok.png").write_bytes(_png(64, seed=2))

@@ -90,6 +90,13 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def pool_pids(self) -> list[int]:
+        """The worker's pool processes (its main process's children) as /proc lists them now; [] once it is gone."""
+        try:
+            return [int(p) for p in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()]
+        except FileNotFoundError:
+            return []
+
     def kill(self) -> None:
         """SIGKILL the whole worker (main process and its pool children), like a lost node."""
         try:
