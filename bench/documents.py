@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, TiffImagePlugin
 
-from common import REPO, markdown_table, peak_rss_mb, write_results  # noqa: E402
+from common import REPO, markdown_table, write_results  # noqa: E402
 
 
 def sample_page(width: int, height: int, seed: int) -> np.ndarray:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import REPO, git_commit, markdown_table, redis_url, write_results, RESULTS  # noqa: E402
+from common import git_commit, markdown_table, redis_url, write_results, RESULTS  # noqa: E402
 
 from services.config import Settings  # noqa: E402
 from services.inference.registry import ModelRegistry  # noqa: E402

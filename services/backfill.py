@@ -273,11 +273,11 @@ class SkippedKeys:
 
 def _retrying(call: Callable, attempts: int = 60, delay: float = 0.5):
     """Redis restarts and failovers: keep trying for ~30 s before giving up."""
-    for attempt in range(attempts):
+    for tried in range(attempts):
         try:
             return call()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError):
-            if attempt == attempts - 1:
+            if tried == attempts - 1:
                 raise
             time.sleep(delay)
 

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -139,7 +140,9 @@ class LocalFolder:
 
     def _start_events(self) -> None:
         try:
-            import watchfiles  # noqa: F401
+            # Only a probe (the events thread imports it for use): a real import, unlike find_spec, also catches an
+            # install whose compiled part does not load, so the folder falls back to polling at once.
+            importlib.import_module("watchfiles")
         except ImportError:
             log.warning("watchfiles is not installed: polling the folder", extra={"folder": str(self.root)})
             return

@@ -24,8 +24,8 @@ def write(folder, kustomization: dict, resources: list[dict] | None = None):
 
 
 def test_resources_namespace_images_and_patches(tmp_path):
-    base = write(tmp_path / "base", {"resources": ["r.yaml"]},
-                 [DEPLOYMENT, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}}])
+    write(tmp_path / "base", {"resources": ["r.yaml"]},
+          [DEPLOYMENT, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}}])
     overlay = write(tmp_path / "overlay", {
         "resources": ["../base"], "namespace": "ns",
         "images": [{"name": "registry:5000/org/worker", "newName": "org/worker-gpu", "newTag": "2.0"}],

@@ -113,7 +113,6 @@ def test_killed_backfill_resumes_with_nothing_twice_and_nothing_skipped(env, wor
                                                                         tmp_path):
     count = 150
     _upload(s3_client, bucket, [(f"in/{i:04d}.png", _png(i, 32)) for i in range(count)])
-    settings = settings_from(env)
     plan = BackfillPlan(task=Task.watermark, source=f"s3://{bucket}/in/", output=f"s3://{bucket}/out/")
     batches = BatchStore(store)
     args = ["--task", "watermark", f"s3://{bucket}/in/", "--output", f"s3://{bucket}/out/", "--max-in-flight", "10",
