@@ -57,11 +57,20 @@ class Submitter:
         queue = self.settings.queue_for(job.task.value)
         # Defaults are left out of the message (the worker's Job rebuilds them): a third of the job.
         message = encode_message(RESTORE_TASK, [job.compact_dump()], queue, job.id)
-        queued = self.store.create_queued(
-            job, queue, message, task_queue_names(self.settings),
-            queue_cap=self.settings.max_queued_jobs_per_queue if capped else 0,
-            total_cap=self.settings.max_queued_jobs if capped else 0, overwrite=overwrite,
-            owner_cap=self.settings.api_max_unfinished_jobs_per_token if capped else 0)
+        owner_cap = self.settings.api_max_unfinished_jobs_per_token if capped else 0
+
+        def create() -> bool:
+            return self.store.create_queued(
+                job, queue, message, task_queue_names(self.settings),
+                queue_cap=self.settings.max_queued_jobs_per_queue if capped else 0,
+                total_cap=self.settings.max_queued_jobs if capped else 0, overwrite=overwrite, owner_cap=owner_cap)
+
+        try:
+            queued = create()
+        except QuotaExceededError as refused:
+            if refused.scope != "token" or not job.owner or self._recounted(job.owner) >= owner_cap:
+                raise
+            queued = create()  # the count had drifted (expired records): once more with the true one
         if queued:
             self.announce([job])
         return queued
@@ -96,10 +105,18 @@ class Submitter:
             return
         unfinished = self.store.unfinished_of(owner)
         if unfinished + count > cap:
+            unfinished = self._recounted(owner)
+        if unfinished + count > cap:
             raise QuotaExceededError(
                 f"token {owner!r} has {unfinished} jobs queued or running and asks for {count} more: over its quota "
                 f"of {cap} (IMGRESTORE_API_MAX_UNFINISHED_JOBS_PER_TOKEN); retry once some have finished",
                 scope="token", waiting=unfinished, cap=cap)
+
+    def _recounted(self, owner: str) -> int:
+        """Token ``owner``'s count of unfinished jobs recomputed from their records, when a recount is due (the
+        quota refused it); else its kept count. Only refusals pay for it: the submit path reads one counter."""
+        recounted = self.store.recount_unfinished_if_due(owner, self.settings.api_quota_recount_interval)
+        return self.store.unfinished_of(owner) if recounted is None else recounted
 
     def check_capacity(self, task: Task, count: int) -> None:
         """Raises ``QueueFullError`` unless ``count`` more jobs of ``task`` fit under the queued-job caps (a batch
