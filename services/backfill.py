@@ -197,7 +197,7 @@ class QueuedBackfill:
                         self._enqueue(batch, inputs, on_progress)
             finally:  # the listing failed or ended: what it gave is queued all the same
                 self._enqueue(batch, pending, on_progress)
-            _retrying(lambda: self.batches.seal(batch.id))
+            _retrying(lambda: self.submitter.seal(batch.id))
         status.listing_done = True
         self._refresh(batch.id)
         on_progress(status)

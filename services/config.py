@@ -177,6 +177,11 @@ class Settings(BaseSettings):
         20_000, ge=0, description="Per-token quota: a submission is refused (429) when it would leave the token "
         "with more than this many queued or running jobs; 0: no quota."
     )
+    api_quota_recount_interval: float = Field(
+        60.0, ge=0, description="When the per-token quota refuses a submission, the token's count of unfinished "
+        "jobs is recomputed from its job records (a record that expired or was evicted while queued would "
+        "otherwise hold its place for ever), at most once per this many seconds per token; 0: never."
+    )
     api_submissions_per_minute_per_token: int = Field(
         120, ge=0, description="Per-token quota: job and batch submissions (POST requests) a token may make per "
         "minute (a fixed one-minute window); over it → 429 with Retry-After. 0: no quota."

@@ -146,7 +146,7 @@ def expand_batch_task(self, batch_id: str, root: str, include: list[str], start_
     """Queues the next pages of a prefix batch, then continues in a new message (never blocks a worker slot)."""
     settings = get_settings()
     job_runner = runner()
-    batches, expander = clients().batches, clients().batch_submitter
+    expander = clients().batch_submitter
     client = job_runner.store.redis
     try:
         cursor = expander.expand_step(batch_id, root, include, start_after, job_runner.restorer.storage,
@@ -162,13 +162,14 @@ def expand_batch_task(self, batch_id: str, root: str, include: list[str], start_
                     extra={"batch_id": batch_id, "error": str(exc)})
         raise retry_task(self, 1.0, client, settings.redis_outage_wait)
     except Exception as exc:
-        try:
-            patiently(lambda: batches.record_listing_error(batch_id, str(exc)), client, settings.redis_outage_wait,
+        error = str(exc)
+        try:  # sealed with the reason; its jobs may all have ended already (then its webhook goes now)
+            patiently(lambda: expander.seal(batch_id, listing_error=error), client, settings.redis_outage_wait,
                       "batch record")
         except RedisUnavailable as gone:
             abandon_delivery(EXPAND_TASK, self.request.id, gone)
-        log.error("batch listing failed", extra={"batch_id": batch_id, "error": str(exc)})
-        return {"batch_id": batch_id, "error": str(exc)}
+        log.error("batch listing failed", extra={"batch_id": batch_id, "error": error})
+        return {"batch_id": batch_id, "error": error}
     if cursor is None:
         return {"batch_id": batch_id, "sealed": True}
     raise retry_task(self, 5 if busy else 0, client, settings.redis_outage_wait,

@@ -18,7 +18,9 @@ Keys (all under ``settings.key_prefix``):
   another token's jobs never hide them (``owner_pages``)
 - ``tokens:unfinished`` hash: API token name (a job's ``owner``) → its ``queued`` and ``running`` jobs, the per-token
   quota. Counted up where a record becomes unfinished (create, requeue) and down in the finish script, so every way
-  out — success, failure, cancel, dead letter — keeps it right
+  out — success, failure, cancel, dead letter — keeps it right; a record that expires or is evicted unfinished is
+  dropped from it when the quota next refuses the token (``recount_unfinished``)
+- ``tokens:recounted:<token name>`` present while a recount of that token is not due again
 
 Every Lua script declares every key it touches (tests/unit/test_job_store_scripts.py checks it under MONITOR), as
 Redis Cluster and cluster-mode proxies require. The keys of one script share a slot when ``IMGRESTORE_KEY_PREFIX``
@@ -230,6 +232,29 @@ end
 return 1
 """
 
+# The per-token count recomputed (``JobStore.recount_unfinished``): KEYS[1] ``tokens:unfinished``, [2] the owner's
+# index, [3] the unfinished index, [4] a scratch key, [5..] the records of ARGV[2..], the owner's unfinished ids as
+# the caller read them (ARGV[1] is the owner). Those ids are checked to be still exactly the owner's unfinished ones
+# (else -1: a job of the owner was created or finished meanwhile, the caller reads again), so the count set is exact:
+# the ids whose record is ``queued`` or ``running`` (an expired or evicted record no longer counts).
+_RECOUNT_UNFINISHED_SCRIPT = """
+redis.call('ZINTERSTORE', KEYS[4], 2, KEYS[3], KEYS[2], 'WEIGHTS', 1, 0)
+local same = redis.call('ZCARD', KEYS[4]) == #ARGV - 1
+for i = 2, #ARGV do
+  if not same then break end
+  same = redis.call('ZSCORE', KEYS[4], ARGV[i]) ~= false
+end
+redis.call('DEL', KEYS[4])
+if not same then return -1 end
+local count = 0
+for i = 5, #KEYS do
+  local state = redis.call('HGET', KEYS[i], 'state')
+  if state == 'queued' or state == 'running' then count = count + 1 end
+end
+if count > 0 then redis.call('HSET', KEYS[1], ARGV[1], count) else redis.call('HDEL', KEYS[1], ARGV[1]) end
+return count
+"""
+
 # ARGV[1]: the owner, or the node whose lease keeper renews for all its processes.
 _RENEW_SCRIPT = _OWNED_BY_NODE + """
 local owner = redis.call('GET', KEYS[1])
@@ -298,6 +323,7 @@ class JobStore:
         self._claim_orphan = client.register_script(_CLAIM_ORPHAN_SCRIPT)
         self._prune_unfinished = client.register_script(_PRUNE_UNFINISHED_SCRIPT)
         self._create_queued = client.register_script(_CREATE_QUEUED_SCRIPT)
+        self._recount_unfinished = client.register_script(_RECOUNT_UNFINISHED_SCRIPT)
         self._run_id: str | None = None  # the server's, learned on first need after each (re)connection
         _on_each_connect(client, self._forget_server_run_id)
 
@@ -359,6 +385,36 @@ class JobStore:
     def unfinished_of(self, owner: str) -> int:
         """How many jobs of token ``owner`` are queued or running."""
         return int(self.redis.hget(self.owners_unfinished_key, owner) or 0)
+
+    def recount_unfinished(self, owner: str, attempts: int = 3) -> int:
+        """Recomputes token ``owner``'s count from its jobs' records and returns it. The count is kept by the job
+        scripts, but a queued job whose record expires (the record TTL) or is evicted never finishes, and would
+        hold a place in the quota for ever. O(the owner's jobs in its index), so run when the quota refuses
+        (``recount_unfinished_if_due``), not per submission. Jobs re-queued after their creation left the owner's
+        index (older than the record TTL) are not counted: the count errs low, never high."""
+        scratch = f"{self.prefix}tmp:recount:{secrets.token_hex(8)}"
+        for _ in range(attempts):
+            with self.redis.pipeline() as pipe:  # MULTI: the scratch key never outlives its expiry
+                pipe.zinterstore(scratch, {self.unfinished_key: 1, self.owner_key(owner): 0})
+                pipe.expire(scratch, 60)
+                pipe.zrange(scratch, 0, -1)
+                pipe.delete(scratch)
+                ids = pipe.execute()[2]
+            count = int(self._recount_unfinished(
+                keys=[self.owners_unfinished_key, self.owner_key(owner), self.unfinished_key, scratch,
+                      *map(self.job_key, ids)],
+                args=[owner, *ids]))
+            if count >= 0:
+                return count
+        return self.unfinished_of(owner)  # the owner's jobs kept changing: the next refusal tries again
+
+    def recount_unfinished_if_due(self, owner: str, interval: float) -> int | None:
+        """``recount_unfinished`` at most once per ``interval`` seconds per token, across all API processes (a
+        token at its quota retrying must not make each refusal a scan); None when not due (or ``interval`` 0)."""
+        if interval <= 0:
+            return None
+        due = self.redis.set(f"{self.prefix}tokens:recounted:{owner}", "1", nx=True, px=max(1, int(interval * 1000)))
+        return self.recount_unfinished(owner) if due else None
 
     def recovery_counts(self) -> dict[str, int]:
         counts = {"interrupted": 0, "orphans_requeued": 0}

@@ -22,6 +22,7 @@ from ..errors import InvalidJobError, QueueFullError, QuotaExceededError
 from ..jobs import (DEFAULT_INCLUDE, Job, JobOptions, JobRequest, JobState, Profile, Task, derive_output_url,
                     in_restored_folder, output_under)
 from ..storage import StorageRouter, is_s3_url, local_path, matches_any, relative_below, split_s3_url
+from ..webhooks import batch_finished_notifications
 from .batch_store import Batch, BatchStore
 from .celery_app import RESTORE_TASK, encode_message, send, task_queue_names
 from .job_store import JobStore
@@ -56,11 +57,20 @@ class Submitter:
         queue = self.settings.queue_for(job.task.value)
         # Defaults are left out of the message (the worker's Job rebuilds them): a third of the job.
         message = encode_message(RESTORE_TASK, [job.compact_dump()], queue, job.id)
-        queued = self.store.create_queued(
-            job, queue, message, task_queue_names(self.settings),
-            queue_cap=self.settings.max_queued_jobs_per_queue if capped else 0,
-            total_cap=self.settings.max_queued_jobs if capped else 0, overwrite=overwrite,
-            owner_cap=self.settings.api_max_unfinished_jobs_per_token if capped else 0)
+        owner_cap = self.settings.api_max_unfinished_jobs_per_token if capped else 0
+
+        def create() -> bool:
+            return self.store.create_queued(
+                job, queue, message, task_queue_names(self.settings),
+                queue_cap=self.settings.max_queued_jobs_per_queue if capped else 0,
+                total_cap=self.settings.max_queued_jobs if capped else 0, overwrite=overwrite, owner_cap=owner_cap)
+
+        try:
+            queued = create()
+        except QuotaExceededError as refused:
+            if refused.scope != "token" or not job.owner or self._recounted(job.owner) >= owner_cap:
+                raise
+            queued = create()  # the count had drifted (expired records): once more with the true one
         if queued:
             self.announce([job])
         return queued
@@ -95,10 +105,18 @@ class Submitter:
             return
         unfinished = self.store.unfinished_of(owner)
         if unfinished + count > cap:
+            unfinished = self._recounted(owner)
+        if unfinished + count > cap:
             raise QuotaExceededError(
                 f"token {owner!r} has {unfinished} jobs queued or running and asks for {count} more: over its quota "
                 f"of {cap} (IMGRESTORE_API_MAX_UNFINISHED_JOBS_PER_TOKEN); retry once some have finished",
                 scope="token", waiting=unfinished, cap=cap)
+
+    def _recounted(self, owner: str) -> int:
+        """Token ``owner``'s count of unfinished jobs recomputed from their records, when a recount is due (the
+        quota refused it); else its kept count. Only refusals pay for it: the submit path reads one counter."""
+        recounted = self.store.recount_unfinished_if_due(owner, self.settings.api_quota_recount_interval)
+        return self.store.unfinished_of(owner) if recounted is None else recounted
 
     def check_capacity(self, task: Task, count: int) -> None:
         """Raises ``QueueFullError`` unless ``count`` more jobs of ``task`` fit under the queued-job caps (a batch
@@ -249,8 +267,25 @@ class BatchSubmitter:
             return batch
         for start in range(0, len(inputs), ENQUEUE_CHUNK):
             self.add_many(batch, inputs[start:start + ENQUEUE_CHUNK])
-        self.batches.seal(batch.id)
+        self.seal(batch.id)
         return self.batches.get(batch.id)
+
+    def seal(self, batch_id: str, listing_error: str | None = None) -> None:
+        """No more jobs will be added (``listing_error``: because the prefix listing failed for good); then the
+        batch's finished webhook if every job has already ended — their finishes saw the batch unsealed and sent
+        nothing. Each side writes, then reads: a job's finish counts it, then reads the batch; the seal marks it,
+        then reads the counts. So at least one of them sees the batch complete, and ``mark_finished_once`` (the
+        same ``HSETNX`` the job's side claims) lets exactly one send."""
+        if listing_error is None:
+            self.batches.seal(batch_id)
+        else:
+            self.batches.record_listing_error(batch_id, listing_error)
+        self.notify_if_finished(batch_id)
+
+    def notify_if_finished(self, batch_id: str) -> None:
+        """Queues the batch's finished webhook when it is complete and nobody has claimed it yet."""
+        for note in batch_finished_notifications(self.batches, batch_id):
+            note.queue(self.app, self.settings.control_queue)
 
     def _send_expand(self, batch: Batch, root: str, include: list[str]) -> None:
         try:
@@ -308,7 +343,7 @@ class BatchSubmitter:
                 if listed >= 1000 * page_budget or self.in_flight(batch_id) >= max_in_flight:
                     return cursor
         self.add_many(batch, pending, root)
-        self.batches.seal(batch_id)
+        self.seal(batch_id)
         self._stopped(batch_id)
         return None
 
@@ -329,7 +364,7 @@ class BatchSubmitter:
                 return str(start)
         else:
             return str(start)
-        self.batches.seal(batch.id)
+        self.seal(batch.id)
         self._stopped(batch.id)
         return None
 
@@ -339,4 +374,6 @@ class BatchSubmitter:
         if not self.batches.is_cancelled(batch_id):
             return False
         self.jobs.cancel_queued(self.batches.job_ids(batch_id), batch_id)
+        # The cancel's own check ran before these jobs were cancelled: they may have been the batch's last.
+        self.notify_if_finished(batch_id)
         return True

@@ -174,3 +174,45 @@ def test_a_token_with_callback_hosts_may_only_name_those(make_client):
     # A token without the list keeps the egress rules alone.
     assert client.post("/v1/jobs", json=job | {"callback_url": "https://elsewhere.example.com/done"},
                        headers=auth(OPS)).status_code == 201
+
+
+def test_a_job_whose_record_expired_while_queued_gives_its_place_back_when_the_quota_refuses(make_client):
+    """A queued job's record expired (TTL) or was evicted: no finish will count it down. The next refusal recounts
+    the token from its records, and takes the submission if that leaves room; not again within the interval."""
+    client = make_client(api_max_unfinished_jobs_per_token=3, api_max_batch_inputs=10, api_quota_recount_interval=60)
+    ctx = client.app.state.ctx
+    ids = [_job(client, f"x{i}").json()["id"] for i in range(3)]
+    ctx.jobs.redis.delete(ctx.jobs.job_key(ids[0]))  # what the record TTL does to a job that waited too long
+    assert ctx.jobs.unfinished_of("ops") == 3  # the drift
+
+    assert _job(client, "after-expiry").status_code == 201
+    assert ctx.jobs.unfinished_of("ops") == 3  # two left of the three, and the new one
+
+    # Within the interval a refusal does not scan again, even when a recount would free a place.
+    ctx.jobs.redis.delete(ctx.jobs.job_key(ids[1]))
+    _assert_quota_answer(_job(client, "throttled"), "IMGRESTORE_API_MAX_UNFINISHED_JOBS_PER_TOKEN")
+    assert ctx.jobs.unfinished_of("ops") == 3
+
+    # A batch, checked once up front, recounts the same way once a recount is due again.
+    ctx.jobs.redis.delete(f"{ctx.settings.key_prefix}tokens:recounted:ops")
+    batch = client.post("/v1/batches", json={"task": "denoise", "inputs": ["s3://scans/q/rc.png"]}, headers=auth())
+    assert batch.status_code == 201, batch.text
+    assert ctx.jobs.unfinished_of("ops") == 3
+
+
+def test_a_recount_finds_the_jobs_counted_and_keeps_finished_and_other_tokens_out(make_client):
+    client = make_client(api_max_unfinished_jobs_per_token=10)
+    ctx = client.app.state.ctx
+    ids = [_job(client, f"k{i}").json()["id"] for i in range(4)]
+    theirs = client.post("/v1/jobs", json={"task": "denoise", "input_url": "s3://other-bucket/k.png"},
+                         headers=auth(OTHER))
+    assert theirs.status_code == 201, theirs.text
+    assert ctx.jobs.start(ids[0], lease_owner("node-k"), 60_000).status == "started"  # running still counts
+    ctx.jobs.succeed(ids[1], _result(), StageTimings(download=0.1), "CPUExecutionProvider")
+    ctx.jobs.redis.hset(ctx.jobs.owners_unfinished_key, "ops", 9)  # drifted
+
+    assert ctx.jobs.recount_unfinished("ops") == 3 and ctx.jobs.unfinished_of("ops") == 3
+    for job_id in (ids[0], ids[2], ids[3]):
+        ctx.jobs.fail(job_id, JobError(type="image_decode", message="corrupt"))
+    assert ctx.jobs.recount_unfinished("ops") == 0 and ctx.jobs.unfinished_of("ops") == 0
+    assert ctx.jobs.unfinished_of("other") == 1

@@ -3,6 +3,7 @@ against a real Redis: what it queues, what it skips, where it stops and how it c
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 
@@ -11,9 +12,10 @@ import pytest
 from services.config import Settings
 from services.jobs import JobState
 from services.queue.batch_store import Batch, BatchStore
-from services.queue.celery_app import create_app
+from services.queue.celery_app import NOTIFY_TASK, create_app
 from services.queue.job_store import JobStore
-from services.queue.submission import DEFAULT_INCLUDE, BatchSubmitter, Submitter, batch_job_id
+from services.queue.submission import DEFAULT_INCLUDE, INPUTS_SOURCE, BatchSubmitter, Submitter, batch_job_id
+from services.webhooks import batch_finished_notifications, finished_notifications
 from tests.support.listing import Listing
 
 ROOT = "s3://photos/scans/"
@@ -109,3 +111,120 @@ def test_a_step_lists_at_most_its_page_budget(expander):
 
     assert cursor == ROOT + "1999.txt"  # the rest goes to the next message: a worker slot is never held long
     assert not expander.batches.get(batch.id).sealed
+
+
+def _batch_webhooks(expander: BatchSubmitter, batch_id: str) -> list[dict]:
+    """Payloads of the ``batch.finished`` webhooks queued for ``batch_id`` (notify tasks on the control queue)."""
+    payloads = []
+    for raw in expander.jobs.redis.lrange(expander.settings.control_queue, 0, -1):
+        message = json.loads(raw)
+        if message["headers"]["task"] != NOTIFY_TASK:
+            continue
+        body = message["body"]
+        if message["properties"].get("body_encoding") == "base64":
+            body = base64.b64decode(body).decode()
+        url, event, payload = json.loads(body)[0][:3]
+        if event == "batch.finished" and payload["id"] == batch_id:
+            payloads.append(payload)
+    return payloads
+
+
+def _finish_as_worker(expander: BatchSubmitter, job_ids: list[str]) -> None:
+    """Fails each job and queues the webhooks its finish owes, as ``JobRunner`` does."""
+    for job_id in job_ids:
+        _finish(expander, [job_id])
+        for note in finished_notifications(expander.jobs, expander.batches, expander.jobs.get(job_id)):
+            note.queue(expander.app, expander.settings.control_queue)
+
+
+def test_a_prefix_batch_whose_jobs_all_ended_before_its_seal_sends_its_webhook_once(expander):
+    """Every job finished while the batch was still unsealed (their finishes owed no batch webhook): the seal does."""
+    urls = [ROOT + f"{n:04d}.txt" for n in range(2000)]
+    urls[10], urls[20] = ROOT + "0010.png", ROOT + "0020.png"
+    listing = Listing(urls)
+    batch = _batch(expander, callback_url="https://hooks.example.com/batches")
+    cursor = expander.expand_step(batch.id, ROOT, DEFAULT_INCLUDE, "", listing, max_in_flight=2)
+    assert cursor is not None and not expander.batches.get(batch.id).sealed
+
+    _finish_as_worker(expander, _queued_ids(expander))
+    assert _batch_webhooks(expander, batch.id) == []  # the finishes saw a batch still submitting
+
+    assert expander.expand_step(batch.id, ROOT, DEFAULT_INCLUDE, cursor, listing, max_in_flight=2) is None
+    sent = _batch_webhooks(expander, batch.id)
+    assert len(sent) == 1 and (sent[0]["state"], sent[0]["total"], sent[0]["failed"]) == ("finished", 2, 2)
+    assert expander.batches.get(batch.id).finished_at is not None
+
+    # A redelivered last step seals again: the webhook was claimed, it is not sent twice.
+    assert expander.expand_step(batch.id, ROOT, DEFAULT_INCLUDE, cursor, listing, max_in_flight=2) is None
+    assert len(_batch_webhooks(expander, batch.id)) == 1
+
+
+def test_a_large_inputs_batch_whose_jobs_all_ended_before_its_seal_sends_its_webhook_once(expander):
+    batch = _batch(expander, callback_url="https://hooks.example.com/batches")
+    expander.batches.save_inputs(batch.id, [ROOT + f"{n:04d}.png" for n in range(1000)])
+    cursor = expander.expand_step(batch.id, INPUTS_SOURCE, [], "", Listing([]), max_in_flight=1000)
+    assert cursor == "1000" and not expander.batches.get(batch.id).sealed
+
+    _finish_as_worker(expander, _queued_ids(expander))
+    assert _batch_webhooks(expander, batch.id) == []
+
+    assert expander.expand_step(batch.id, INPUTS_SOURCE, [], cursor, Listing([]), max_in_flight=1000) is None
+    assert [sent["failed"] for sent in _batch_webhooks(expander, batch.id)] == [1000]
+
+
+def test_when_the_seal_comes_first_the_last_job_sends_the_webhook_and_the_seal_does_not(expander):
+    batch = _batch(expander, callback_url="https://hooks.example.com/batches")
+    listing = Listing([ROOT + "a.png", ROOT + "b.png"])
+    assert expander.expand_step(batch.id, ROOT, DEFAULT_INCLUDE, "", listing, max_in_flight=10) is None
+    first, last = _queued_ids(expander)
+    _finish_as_worker(expander, [first])
+    assert _batch_webhooks(expander, batch.id) == []  # sealed, not complete: nobody sends
+
+    _finish_as_worker(expander, [last])
+    assert len(_batch_webhooks(expander, batch.id)) == 1
+    expander.seal(batch.id)  # a late or repeated seal finds it claimed
+    assert len(_batch_webhooks(expander, batch.id)) == 1
+
+
+def test_a_listing_that_fails_for_good_after_every_job_ended_sends_the_webhook_once(expander):
+    batch = _batch(expander, callback_url="https://hooks.example.com/batches")
+    expander.add_many(batch, [ROOT + "a.png"], ROOT)
+    _finish_as_worker(expander, _queued_ids(expander))
+
+    expander.seal(batch.id, listing_error="AccessDenied: s3://photos/scans/")  # what the expand task records
+
+    sent = _batch_webhooks(expander, batch.id)
+    assert len(sent) == 1 and sent[0]["state"] == "finished"
+    assert expander.batches.listing_error(batch.id) == "AccessDenied: s3://photos/scans/"
+
+
+class _CancelledDuringListing(Listing):
+    """Marks the batch cancelled once the listing passes ``at``: the first step of ``DELETE /v1/batches/{id}``, whose
+    own cancelling of queued jobs has not run yet."""
+
+    def __init__(self, urls: list[str], batches: BatchStore, batch_id: str, at: str) -> None:
+        super().__init__(urls)
+        self.batches, self.batch_id, self.at = batches, batch_id, at
+
+    def list(self, prefix_url, start_after=None, on_skipped=None):
+        for info in super().list(prefix_url, start_after, on_skipped):
+            if info.url == self.at:
+                self.batches.cancel(self.batch_id)
+            yield info
+
+
+def test_an_expansion_that_cancels_the_last_queued_jobs_of_a_cancelled_batch_sends_its_webhook(expander):
+    batch = _batch(expander, callback_url="https://hooks.example.com/batches")
+    urls = [ROOT + f"{n:04d}.txt" for n in range(2000)]
+    urls[10], urls[1500] = ROOT + "0010.png", ROOT + "1500.png"
+    listing = _CancelledDuringListing(urls, expander.batches, batch.id, at=ROOT + "1200.txt")
+
+    assert expander.expand_step(batch.id, ROOT, DEFAULT_INCLUDE, "", listing, max_in_flight=10) is None
+
+    stopped = expander.batches.get(batch.id)
+    assert (stopped.state.value, stopped.total, stopped.failed) == ("finished", 2, 2)  # both cancelled here
+    assert len(_batch_webhooks(expander, batch.id)) == 1
+    expander.cancel(batch.id)  # the rest of the API's cancel, and its own check, find nothing more to do
+    for note in batch_finished_notifications(expander.batches, batch.id):
+        note.queue(expander.app, expander.settings.control_queue)
+    assert len(_batch_webhooks(expander, batch.id)) == 1

@@ -153,3 +153,15 @@ def test_dead_letters_list_failures_newest_first_within_one_second(env) -> None:
         store.fail(job.id, JobError(type="bad_image", message="corrupt"))
 
     assert store.dead_letters() == [job.id for job in reversed(jobs)]
+
+
+def test_the_quota_recount_declares_its_keys(env) -> None:
+    settings, store, submitter = env
+    owned = [Job.from_request(JobRequest(task=Task.denoise, input_url=f"s3://b/{n}.png"), owner="ops")
+             for n in range(3)]
+    for job in owned:
+        submitter.create_queued(job)
+    store.redis.delete(store.job_key(owned[0].id))  # expired while queued
+    call = _script_call(store.redis, lambda: store.recount_unfinished("ops"))
+    _check(call)
+    assert store.unfinished_of("ops") == 2
