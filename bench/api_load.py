@@ -67,6 +67,8 @@ def main() -> None:
     redis_server.start()
     env = {"IMGRESTORE_REDIS_URL": redis_server.url, "IMGRESTORE_METRICS_PORT": "0", "IMGRESTORE_LOG_LEVEL": "WARNING",
            "IMGRESTORE_MAX_QUEUED_JOBS": "0",
+           # capacity, not policy: one bench token submits far more than a token's quotas allow
+           "IMGRESTORE_API_SUBMISSIONS_PER_MINUTE_PER_TOKEN": "0", "IMGRESTORE_API_MAX_UNFINISHED_JOBS_PER_TOKEN": "0",
            "IMGRESTORE_API_TOKENS": json.dumps({TOKEN: {"name": "bench", "allow": ["s3://bench/"]}})}
     api = start_api(env, folder)
     try:

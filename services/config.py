@@ -183,8 +183,9 @@ class Settings(BaseSettings):
         "otherwise hold its place for ever), at most once per this many seconds per token; 0: never."
     )
     api_submissions_per_minute_per_token: int = Field(
-        120, ge=0, description="Per-token quota: job and batch submissions (POST requests) a token may make per "
-        "minute (a fixed one-minute window); over it → 429 with Retry-After. 0: no quota."
+        6000, ge=0, description="Per-token quota: job and batch submissions (POST requests) a token may make per "
+        "minute (a fixed one-minute window; the default, 100/s, lets one client use a fifth of an API process's "
+        "500/s, and many inputs go in one batch anyway); over it → 429 with Retry-After. 0: no quota."
     )
     api_inline_batch_inputs: int = Field(
         100, ge=0, description="Batches with at most this many inputs are queued inside the request; larger "
