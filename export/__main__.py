@@ -24,7 +24,7 @@ from .pipeline import export_model, refresh_entry
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "services" / "models"
 # Which run (training/configs/RUN.json -> training/runs/RUN) each shipped model comes from, where the
 # winning config is not the one named after the model (see training/README.md for the comparisons).
-SHIPPED_RUNS = {"colorize": "colorize-v2", "doc-denoise": "doc-denoise-leg", "watermark": "watermark-v2",
+SHIPPED_RUNS = {"colorize": "colorize-v2", "doc-denoise": "doc-denoise-leg", "watermark": "watermark-leg",
                 "photo-denoise": "photo-denoise-leg"}  # a model promoted from its legs ships from its leg run
 QUALITY_JSON = Path(__file__).resolve().parents[1] / "training" / "results" / "quality.json"
 
