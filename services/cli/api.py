@@ -14,10 +14,14 @@ from .common import EXIT_USAGE, cli, fail, settings
 @cli.command("api")
 @click.option("--host", default=None, help="Address to bind (IMGRESTORE_API_HOST, default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (IMGRESTORE_API_PORT, default 8000).")
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
-              help="uvicorn worker processes.")
-def api(host: str | None, port: int | None, workers: int) -> None:
-    """Serve the HTTP API (/v1/jobs, /v1/batches), /ui, /healthz, /readyz and /metrics."""
+def api(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API (/v1/jobs, /v1/batches), /ui, /healthz, /readyz and /metrics.
+
+    One process: to serve more, run several (one per port or container) behind a load balancer; the API keeps no
+    state of its own (README, "Submit a job over HTTP")."""
+    # No uvicorn --workers: each process counts its requests in a registry of its own, so /metrics answered by
+    # whichever worker took the connection would make the counters jump between processes (false resets in
+    # Prometheus). Separate processes are scraped separately and summed correctly.
     import uvicorn
 
     from ..api.auth import parse_tokens
@@ -34,7 +38,6 @@ def api(host: str | None, port: int | None, workers: int) -> None:
         factory=True,
         host=host or config.api_host,
         port=config.api_port if port is None else port,
-        workers=workers,
         log_config=None,  # keep our structured logging
         access_log=False,  # the API logs each request itself, with the route template and never a header
         server_header=False,
