@@ -491,11 +491,7 @@ class JobStore:
         its time, intersected in Redis into a key of the request's own (dropped at the end, or expiring). Like
         ``ids_in_state``, entries may have moved on since: callers check the records."""
         if state is None:
-            for start in range(0, max_entries, page):
-                entries = self.redis.zrevrange(self.owner_key(owner), start, start + page - 1, withscores=True)
-                yield entries
-                if len(entries) < page:
-                    return
+            yield from self._pages(self.owner_key(owner), page, max_entries)
             return
         scratch = f"{self.prefix}tmp:listing:{secrets.token_hex(8)}"
         state_key = self.unfinished_key if not state.finished else self.state_prefix + state.value
@@ -504,13 +500,17 @@ class JobStore:
             pipe.expire(scratch, 60)
             pipe.execute()
         try:
-            for start in range(0, max_entries, page):
-                entries = self.redis.zrevrange(scratch, start, start + page - 1, withscores=True)
-                yield entries
-                if len(entries) < page:
-                    return
+            yield from self._pages(scratch, page, max_entries)
         finally:
             self.redis.delete(scratch)
+
+    def _pages(self, key: str, page: int, max_entries: int) -> Iterator[list[tuple[str, float]]]:
+        """``(id, score)`` pages of sorted set ``key``, highest score first, at most ``max_entries`` in all."""
+        for start in range(0, max_entries, page):
+            entries = self.redis.zrevrange(key, start, start + page - 1, withscores=True)
+            yield entries
+            if len(entries) < page:
+                return
 
     def unfinished_since(self, job_ids: list[str]) -> dict[str, tuple[JobState, float]]:
         """State and since when (a Unix time: queued — created, retried, re-queued — or started) of each of
@@ -653,17 +653,23 @@ class JobStore:
 
     def _finish_once(self, job_id: str, state: JobState, fields: dict[str, Any],
                      only_from: JobState | None = None, dead_letter: bool = False) -> bool:
+        batch_id = self.redis.hget(self.job_key(job_id), "batch_id")  # never changes once the job is created
+        keys, args = self._finish_call(job_id, batch_id, state, fields, only_from, dead_letter)
+        return bool(self._finish(keys=keys, args=args))
+
+    def _finish_call(self, job_id: str, batch_id: str | None, state: JobState, fields: dict[str, Any],
+                     only_from: JobState | None = None, dead_letter: bool = False) -> tuple[list[str], list[Any]]:
+        """``_FINISH_SCRIPT``'s keys and arguments, in the order it reads them (one place for both callers)."""
         args: list[Any] = [state.value, self.ttl, only_from.value if only_from else "", "1" if dead_letter else "",
                            "state", state.value, "finished_at", utcnow().isoformat()]
         for name, value in fields.items():
             args += [name, _encode_value(value)]
         keys = [self.job_key(job_id), self.stats_key, self.unfinished_key, self.state_prefix + state.value,
                 self.dead_key]
-        batch_id = self.redis.hget(self.job_key(job_id), "batch_id")  # never changes once the job is created
         if batch_id:
             keys += [self.batch_key(batch_id), self.batch_failed_key(batch_id)]
         keys.append(self.owners_unfinished_key)  # always last (per-token quota)
-        return bool(self._finish(keys=keys, args=args))
+        return keys, args
 
     def cancel(self, job_id: str) -> bool:
         """Fails a job that no worker has started yet with ``cancelled``; False when it is running or finished."""
@@ -674,20 +680,14 @@ class JobStore:
     def cancel_queued(self, job_ids: list[str], batch_id: str | None = None, chunk: int = 500) -> int:
         """``cancel`` for many jobs (of batch ``batch_id``, whose keys the finish script needs), pipelined: those
         still queued fail with ``cancelled``; running and finished ones are left alone. Returns how many."""
-        error = _encode_value(JobError(type="cancelled", message="cancelled before it started (its batch was "
-                                                                  "cancelled)"))
-        keys_of_batch = [self.batch_key(batch_id), self.batch_failed_key(batch_id)] if batch_id else []
+        error = JobError(type="cancelled", message="cancelled before it started (its batch was cancelled)")
         cancelled = 0
         for start in range(0, len(job_ids), chunk):
             with self.redis.pipeline(transaction=False) as pipe:
                 for job_id in job_ids[start:start + chunk]:
-                    self._finish(keys=[self.job_key(job_id), self.stats_key, self.unfinished_key,
-                                       self.state_prefix + JobState.failed.value, self.dead_key, *keys_of_batch,
-                                       self.owners_unfinished_key],
-                                 args=[JobState.failed.value, self.ttl, JobState.queued.value, "",
-                                       "state", JobState.failed.value, "finished_at", utcnow().isoformat(),
-                                       "error", error],
-                                 client=pipe)
+                    keys, args = self._finish_call(job_id, batch_id, JobState.failed, {"error": error},
+                                                   only_from=JobState.queued)
+                    self._finish(keys=keys, args=args, client=pipe)
                 cancelled += sum(int(reply) for reply in pipe.execute())
         return cancelled
 

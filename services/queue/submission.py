@@ -54,9 +54,7 @@ class Submitter:
         """Records ``job`` and queues its message as one unit (``JobStore.create_queued``): a Redis that refuses
         the write leaves neither, and the caller gets the Redis error. ``capped``: the queued-job caps apply
         (``QueueFullError``). True when queued; False when ``overwrite=False`` found the record (queued before)."""
-        queue = self.settings.queue_for(job.task.value)
-        # Defaults are left out of the message (the worker's Job rebuilds them): a third of the job.
-        message = encode_message(RESTORE_TASK, [job.compact_dump()], queue, job.id)
+        _, queue, message = self._queued_entry(job)
         owner_cap = self.settings.api_max_unfinished_jobs_per_token if capped else 0
 
         def create() -> bool:
@@ -77,13 +75,16 @@ class Submitter:
 
     def create_queued_many(self, jobs: list[Job], overwrite: bool = True) -> list[bool]:
         """``create_queued`` for several jobs in one round trip, uncapped (batches check the caps up front)."""
-        entries = []
-        for job in jobs:
-            queue = self.settings.queue_for(job.task.value)
-            entries.append((job, queue, encode_message(RESTORE_TASK, [job.compact_dump()], queue, job.id)))
+        entries = [self._queued_entry(job) for job in jobs]
         queued = self.store.create_queued_many(entries, task_queue_names(self.settings), overwrite=overwrite)
         self.announce([job for job, new in zip(jobs, queued) if new])
         return queued
+
+    def _queued_entry(self, job: Job) -> tuple[Job, str, str]:
+        """``(job, its queue, its message)``: defaults are left out of the message (the worker's Job rebuilds
+        them), a third of the job."""
+        queue = self.settings.queue_for(job.task.value)
+        return job, queue, encode_message(RESTORE_TASK, [job.compact_dump()], queue, job.id)
 
     def announce(self, jobs: list[Job]) -> None:
         """Celery's ``task-sent`` event for each of ``jobs`` (queued), as ``send_task`` would have published it,
@@ -222,7 +223,10 @@ class BatchSubmitter:
 
     def add_many(self, batch: Batch, input_urls: list[str], root: str | None = None) -> list[Job]:
         """Queues each of ``input_urls`` that is not a job of ``batch`` yet; returns the new jobs. Three round trips
-        whatever their number: membership, the records with their messages, then membership again."""
+        per ``ENQUEUE_CHUNK`` inputs: membership, the records with their messages, then membership again."""
+        if len(input_urls) > ENQUEUE_CHUNK:
+            return [job for start in range(0, len(input_urls), ENQUEUE_CHUNK)
+                    for job in self.add_many(batch, input_urls[start:start + ENQUEUE_CHUNK], root)]
         job_ids = [batch_job_id(batch.id, url) for url in input_urls]
         known = self.batches.members_among(batch.id, job_ids)
         jobs: list[Job] = []
@@ -265,8 +269,7 @@ class BatchSubmitter:
             self.batches.save_inputs(batch.id, inputs)
             self._send_expand(batch, INPUTS_SOURCE, [])
             return batch
-        for start in range(0, len(inputs), ENQUEUE_CHUNK):
-            self.add_many(batch, inputs[start:start + ENQUEUE_CHUNK])
+        self.add_many(batch, inputs)
         self.seal(batch.id)
         return self.batches.get(batch.id)
 
@@ -352,8 +355,7 @@ class BatchSubmitter:
         """``expand_step`` for the saved inputs of a large inputs batch; the cursor is the next input's index."""
         for _ in range(page_budget):
             urls = self.batches.inputs(batch.id, start, start + page - 1)
-            for chunk in range(0, len(urls), ENQUEUE_CHUNK):
-                self.add_many(batch, urls[chunk:chunk + ENQUEUE_CHUNK])
+            self.add_many(batch, urls)
             start += len(urls)
             if len(urls) < page:
                 break
