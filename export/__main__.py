@@ -24,8 +24,10 @@ from .pipeline import export_model, refresh_entry
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "services" / "models"
 # Which run (training/configs/RUN.json -> training/runs/RUN) each shipped model comes from, where the
 # winning config is not the one named after the model (see training/README.md for the comparisons).
-SHIPPED_RUNS = {"colorize": "colorize-v2", "doc-denoise": "doc-denoise-leg", "watermark": "watermark-leg",
-                "photo-denoise": "photo-denoise-leg"}  # a model promoted from its legs ships from its leg run
+# A model promoted from its legs ships from its leg run; doc-denoise from the 0-minute leg that carried leg 0's
+# weights into the paper-white graph (training/README.md, "Legs").
+SHIPPED_RUNS = {"colorize": "colorize-v2", "doc-denoise": "doc-denoise-paper-white", "watermark": "watermark-leg",
+                "photo-denoise": "photo-denoise-leg"}
 QUALITY_JSON = Path(__file__).resolve().parents[1] / "training" / "results" / "quality.json"
 
 

@@ -49,6 +49,8 @@ def architecture(cfg: TrainConfig) -> str:
              "strided-conv down, transposed-conv up, additive skips, LeakyReLU"]
     if n.get("unshuffle"):
         parts.insert(1, "pixel-unshuffle x2 (runs at half resolution)")
+    if n.get("paper_white"):
+        parts.append(f"outputs >= {n['paper_white']} made exactly white")
     if cfg.kind == "colorize":
         parts.append(f"{n.get('space', 'lab')} head" + (" with Lab->sRGB in graph" if n.get("space", "lab") == "lab" else ""))
         if n.get("class_head"):

@@ -117,7 +117,9 @@ def run_leg(model_name: str, settings: LegSettings, run_dir: Path | None = None,
             raise SystemExit(f"{ckpt_path} was made with another config; remove {run_dir} to start a new leg")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        step, elapsed, budget, history = ckpt["step"], ckpt["elapsed"], ckpt["budget"], ckpt["history"]
+        step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
+        # A rerun may shorten the leg (the schedule then anneals by the new end), never extend it.
+        budget = min(ckpt["budget"], budget)
         leg_index, init = ckpt["leg_index"], ckpt["init"]
         print(f"{model_name}: resuming leg {leg_index} at step {step} ({elapsed / 60:.1f} of {budget / 60:.0f} min)",
               flush=True)

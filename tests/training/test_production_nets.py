@@ -59,6 +59,22 @@ def test_unblend_opacity_threshold_passes_unsure_pixels_through_exactly():
     assert torch.equal(net(x), x)
 
 
+def test_paper_white_makes_near_white_exactly_white_and_leaves_the_rest():
+    torch.manual_seed(0)
+    plain = UNet(UNetConfig(1, 1, [8, 16], 1, True, True, "clamp")).eval()
+    snapped = UNet(UNetConfig(1, 1, [8, 16], 1, True, True, "clamp", paper_white=0.94)).eval()
+    snapped.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        y, z = plain(x), snapped(x)
+    near_white = y >= 0.94
+    assert 0 < near_white.float().mean() < 1  # both sides of the threshold are exercised
+    assert torch.equal(z[near_white], torch.ones_like(z[near_white]))
+    assert torch.equal(z[~near_white], y[~near_white])
+    snapped.train()  # training sees the unsnapped output (the step has no gradient)
+    assert not torch.equal(snapped(x), torch.where(snapped(x) >= 0.94, 1.0, snapped(x)))
+
+
 def test_colorizer_luma_lock_and_chroma_filter():
     torch.manual_seed(0)
     model = Colorizer(UNetConfig(widths=[8, 16]), luma_lock=True, chroma_filter=8).eval()

@@ -104,7 +104,7 @@ def test_each_leg_config_takes_every_shipped_weight_and_reproduces_the_shipped_g
     config = TrainConfig.load(CONFIG_DIR / f"{leg_config(model)}.json")
     net = build_net(config).eval()
     report = load_promoted(net, onnx_weights(SHIPPED / f"{model}.onnx"))
-    if SHIPPED_RUNS[model] not in (f"{model}-leg", config.name):
+    if report["new"]:
         # The leg config is a new head on the shipped network whose first leg is not promoted yet: it must start
         # from the shipped run and keep its whole trunk; the graph then differs by design (no parity to check).
         assert config.init_from == SHIPPED_RUNS[model]
@@ -164,6 +164,12 @@ def test_stop_file_ends_a_leg_early(tmp_path: Path):
     final = run_leg("photo-denoise", LegSettings(minutes=10, threads=1, workers=0), run_dir=tmp_path / "leg",
                     config=config, photos=_photos(), progress=False, models_dir=models)
     assert load_trained(final)[1]["steps"] == 0
+    # Resumed with a shorter budget, the leg ends by the new one (before: the 10 minutes it started with).
+    (tmp_path / "leg" / "STOP").unlink()
+    final = run_leg("photo-denoise", LegSettings(minutes=0.03, threads=1, workers=0), run_dir=tmp_path / "leg",
+                    config=config, photos=_photos(), progress=False, models_dir=models)
+    leg = load_trained(final)[1]["leg"]
+    assert leg["steps"] > 0 and leg["minutes"] <= 0.5
 
 
 def _result(score: float, met: dict[str, bool]) -> dict:

@@ -43,6 +43,10 @@ class UNetConfig:
     # Extra conditioning channels given at half resolution (after the unshuffle), concatenated before the head:
     # the noise-level map of the noise-aware photo denoiser (FFDNet's input layout).
     cond_channels: int = 0
+    # "clamp" only, at inference: outputs at or above this become exactly 1.0 (0: off). A graph-only step for
+    # documents: the denoiser leaves cleaned paper at 0.94-0.99 instead of 1.0, and that faint speckle made a
+    # cleaned page up to 2.6x its input's size (issue 14); exact white compresses to almost nothing.
+    paper_white: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,6 +139,8 @@ class UNet(nn.Module):
             # Clamped only at inference: a clamp in training has zero gradient once a bad step pushes the
             # whole output out of range, and the run never recovers (seen once: loss stuck at 0.49).
             y = y.clamp(0.0, 1.0)
+            if self.config.paper_white > 0:
+                y = torch.where(y >= self.config.paper_white, torch.ones_like(y), y)
         elif act == "sigmoid":
             y = torch.sigmoid(y)
         return y, code
