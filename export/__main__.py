@@ -26,7 +26,7 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "services" / "models"
 # winning config is not the one named after the model (see training/README.md for the comparisons).
 # A model promoted from its legs ships from its leg run; doc-denoise from the 0-minute leg that carried leg 0's
 # weights into the paper-white graph (training/README.md, "Legs").
-SHIPPED_RUNS = {"colorize": "colorize-v2", "doc-denoise": "doc-denoise-paper-white", "watermark": "watermark-leg",
+SHIPPED_RUNS = {"colorize": "colorize-leg", "doc-denoise": "doc-denoise-paper-white", "watermark": "watermark-leg",
                 "photo-denoise": "photo-denoise-leg"}
 QUALITY_JSON = Path(__file__).resolve().parents[1] / "training" / "results" / "quality.json"
 
