@@ -201,7 +201,7 @@ def plot_legs(log: Path, path: Path) -> None:
         ax.step(xs, shipped, "-", where="post", color="tab:blue", label="shipped")
         ax.set_title(name)
         ax.set_xlabel("training gigapixels (accumulated)")
-        ax.set_ylabel("eval score (dB)")
+        ax.set_ylabel(getattr(MODULES[name], "SCORE_LABEL", "eval score (dB)"))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()

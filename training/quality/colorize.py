@@ -32,6 +32,7 @@ from .common import Timed, fmt
 
 # Bumped whenever this evaluation's inputs or figures change meaning: results of another version are not compared.
 VERSION = 2
+SCORE_LABEL = "score: colour recall − off-hue (%)"  # the legs plot's axis (the others are in dB)
 
 SMOOTH_SIGMA = 2.0  # px, Gaussian on ab before any hue comparison
 VISIBLE_CHROMA = 15.0  # C*ab from which a pixel reads as coloured (output, for off-hue; original, for recall)
