@@ -25,6 +25,7 @@ from .inference.runner import InferenceOutput, TileSettings, run_largest_tile_ba
 from .inference.slots import ModelSlots
 from .jobs import (DocumentColour, Job, JobError, OutputInfo, Profile, RestoreOutcome, StageTimings, Task,
                    bounded_tile_size)
+from .memory import release_free_memory
 from .storage import StorageRouter
 from .time_limits import HardLimitWatchdog, JobClock, TimeLimits
 
@@ -61,8 +62,11 @@ class Restorer:
         shows where it was."""
         timings = timings if timings is not None else StageTimings()
         clock = JobClock(self.time_limits)
-        with self.watchdog.watching(job, clock) if self.watchdog else nullcontext():
-            return self._restore(job, timings, clock)
+        try:
+            with self.watchdog.watching(job, clock) if self.watchdog else nullcontext():
+                return self._restore(job, timings, clock)
+        finally:  # the job's images are freed by now: back to the system, so job after job starts from one floor
+            release_free_memory()
 
     def _restore(self, job: Job, timings: StageTimings, clock: JobClock) -> RestoreOutcome:
         with _stage(timings, "download"):
