@@ -24,18 +24,20 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 import numpy as np
 from PIL import Image, TiffImagePlugin
 
 from ..errors import DocumentTooLargeError, ImageDecodeError, UnsupportedImageError
 from ..jobs import Job, OutputInfo, PageCounts, RestoreOutcome, StageTimings
+from ..memory import release_free_memory
 from .codecs import (CONTENT_TYPES, DOCUMENT_ONLY_FORMATS, EXTENSIONS, PAGE_FOLDER_FORMATS, DecodedImage,
                      arrays_image, check_size, encode, frame_arrays, to_uint8)
 
@@ -331,10 +333,12 @@ class _PdfSink:
         target.obj.Contents = self.pdf.make_stream(f"q {size[0]:.4f} 0 0 {size[1]:.4f} 0 0 cm /Im0 Do Q".encode())
 
     def files(self, url: str) -> list[tuple[str, bytes, str]]:
-        out = io.BytesIO()
-        self.pdf.save(out, compress_streams=True)
-        self.pdf.close()
-        return [(url, out.getvalue(), PDF_CONTENT_TYPE)]
+        return [(url, _written(self._save), PDF_CONTENT_TYPE)]
+
+    def _save(self, saved: BinaryIO) -> None:
+        pdf, self.pdf = self.pdf, None  # dropped on return: its pages' images go with it (see ``_written``)
+        with pdf:
+            pdf.save(saved, compress_streams=True)
 
 
 class _PageFiles:
@@ -533,50 +537,80 @@ def _open_pdf(settings: Settings, progress: _Progress, data: bytes):
 
 
 def _restore_pdf(restorer: PageRestorer, progress: _Progress, data: bytes) -> bytes:
-    """PDF in, PDF out: scans replaced in place, mixed pages rendered and replaced, born-digital pages untouched."""
+    """PDF in, PDF out: scans replaced in place, mixed pages rendered and replaced, born-digital pages untouched.
+
+    qpdf keeps every replaced image in memory until the document is written, about the output's size; written to a
+    temporary file and with every pikepdf object gone, that memory goes back to the system before the output is read
+    back whole for its upload. Saved into memory instead, both copies were held at once (~0.9 MB a 200 dpi page
+    more: bench/results/documents.md)."""
+    return _written(lambda saved: _replace_pdf_pages(restorer, progress, data, saved))
+
+
+def _written(write: Callable[[BinaryIO], None]) -> bytes:
+    """What ``write`` writes into a temporary file, read back once the memory that writing held is given back.
+    ``write`` must leave no object of its own alive: a pikepdf document keeps every image it was given until it is
+    closed and dropped."""
+    with tempfile.TemporaryFile(prefix="imgrestore-pdf-") as saved:
+        write(saved)
+        release_free_memory()
+        saved.seek(0)
+        return saved.read()
+
+
+def _replace_pdf_pages(restorer: PageRestorer, progress: _Progress, data: bytes, saved: BinaryIO) -> None:
+    """Restores the PDF's pages in place and writes the document to ``saved`` (a binary file)."""
     import pikepdf
 
     settings = restorer.settings
     pdf = _open_pdf(settings, progress, data)
-    total = progress.pages.total
     renderer = _Renderer(data, settings.pdf_render_dpi, settings.max_page_pixels)
     modes: list[str] = []
     with pdf:
         for index, page in enumerate(pdf.pages):
-            plan = _classified(page, index, total, progress)
-            if plan.kind == "born_digital":
-                progress.pages.passed_through += 1
-                continue
-            if plan.kind == "image":
-                xobject = page.Resources.XObject[plan.image_name]
-                key = xobject.objgen
-                if key in progress.seen:  # the same scan drawn on several pages: restored once
-                    progress.pages.restored += 1
-                    continue
-                progress.seen.add(key)
-                image = _pdf_image(xobject, index, total, settings.max_page_pixels, progress)
-                if image is not None:
-                    pixels = progress.restored(image, restorer)
-                    with progress.stage("encode"):
-                        modes.append(_replace_image(pdf, xobject, pixels, image, progress.job.options.jpeg_quality,
-                                                     settings.jpeg_quality))
-                    continue
-                # pikepdf cannot decode this image (e.g. JBIG2): render the page instead
-            with progress.stage("decode"):
-                image = renderer.render(index, total, page)
-            pixels = progress.restored(image, restorer)
-            progress.pages.rendered += 1
-            with progress.stage("encode"):
-                modes.append(_replace_page(pdf, page, pixels))
+            mode = _restore_pdf_page(restorer, progress, pdf, page, index, renderer)
+            if mode:
+                modes.append(mode)
+            # The page's arrays are freed: their heap pages would otherwise stay between the images qpdf keeps.
+            release_free_memory()
         with progress.stage("encode"):
-            out = io.BytesIO()
             try:
-                pdf.save(out, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.preserve)
+                pdf.save(saved, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.preserve)
             except pikepdf.PdfError as exc:
                 raise ImageDecodeError(f"the restored PDF cannot be written (a damaged object in the input?): {exc}")
     renderer.close()
     progress.mode = "+".join(dict.fromkeys(modes))
-    return out.getvalue()
+
+
+def _restore_pdf_page(restorer: PageRestorer, progress: _Progress, pdf, page, index: int, renderer: "_Renderer"
+                      ) -> str | None:
+    """One page of a PDF restored in place; returns the mode written (None: nothing written, the page passed
+    through or its scan was already restored for an earlier page)."""
+    settings = restorer.settings
+    total = progress.pages.total
+    plan = _classified(page, index, total, progress)
+    if plan.kind == "born_digital":
+        progress.pages.passed_through += 1
+        return None
+    if plan.kind == "image":
+        xobject = page.Resources.XObject[plan.image_name]
+        key = xobject.objgen
+        if key in progress.seen:  # the same scan drawn on several pages: restored once
+            progress.pages.restored += 1
+            return None
+        progress.seen.add(key)
+        image = _pdf_image(xobject, index, total, settings.max_page_pixels, progress)
+        if image is not None:
+            pixels = progress.restored(image, restorer)
+            with progress.stage("encode"):
+                return _replace_image(pdf, xobject, pixels, image, progress.job.options.jpeg_quality,
+                                      settings.jpeg_quality)
+        # pikepdf cannot decode this image (e.g. JBIG2): render the page instead
+    with progress.stage("decode"):
+        image = renderer.render(index, total, page)
+    pixels = progress.restored(image, restorer)
+    progress.pages.rendered += 1
+    with progress.stage("encode"):
+        return _replace_page(pdf, page, pixels)
 
 
 def _pdf_pages(restorer: PageRestorer, progress: _Progress, data: bytes) -> Iterator[_Page]:
