@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Names of services.jobs.DocumentColour: settings and the CLI's option list take them without importing jobs (and
 # so Pillow and numpy), which would slow every command's start.
 DocumentColourName = Literal["auto", "keep", "gray"]
+CpuArena = Literal["shared", "per-model", "off"]  # inference/registry.py says what each costs
 
 if TYPE_CHECKING:
     from .webhooks import Egress
@@ -71,6 +72,10 @@ class Settings(BaseSettings):
     model_dir: Path = PACKAGED_MODEL_DIR
     providers: str = Field("auto", description="'auto' (CUDA when available, else CPU) or a comma list.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 lets ORT decide.")
+    cpu_arena: CpuArena = Field(
+        "shared", description="Where ONNX Runtime keeps CPU tensors: one arena for all models (flat memory), one per "
+        "model (ORT's default; grows as tile shapes vary), or none (least memory between jobs, ~12 % slower)."
+    )
     precision: Literal["auto", "fp32", "int8"] = Field(
         "auto", description="auto: a model's variant made for the provider in use (int8 on CPU), else fp32."
     )

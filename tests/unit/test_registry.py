@@ -53,3 +53,26 @@ def test_provider_choice():
     assert choose_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
     with pytest.raises(ConfigurationError, match="imgrestore\\[gpu\\]"):
         choose_providers("CUDAExecutionProvider", ["CPUExecutionProvider"])
+
+
+def _loaded(model_dir, task: str, **kwargs):
+    registry = ModelRegistry(model_dir, intra_op_threads=1, **kwargs)
+    return registry.load(registry.resolve(task))
+
+
+def _uses_shared_arena(options) -> bool:
+    try:
+        return options.get_session_config_entry("session.use_env_allocators") == "1"
+    except RuntimeError:  # not set
+        return False
+
+
+@pytest.mark.parametrize("arena", ["shared", "per-model", "off"])
+def test_each_cpu_arena_setting_reaches_the_session_and_changes_no_output(tiny_model_dir, arena):
+    model = _loaded(tiny_model_dir, "watermark", cpu_arena=arena)
+    options = model.session.get_session_options()
+    assert options.enable_cpu_mem_arena == (arena != "off")
+    assert _uses_shared_arena(options) == (arena == "shared")
+    batch = np.random.default_rng(3).random((2, 3, 40, 24), dtype=np.float32)
+    reference = _loaded(tiny_model_dir, "watermark", cpu_arena="per-model")
+    np.testing.assert_array_equal(model.run(batch), reference.run(batch))
