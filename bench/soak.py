@@ -3,7 +3,9 @@
 The mix: the four restorations (document and photo denoise, colorize, watermark), sizes log-uniform in
 [--min-mp, --max-mp] (0.05-20 MP by default), PNG / JPEG / TIFF, 16-bit grey for a share of the PNG and TIFF
 inputs, and ~5 % bad inputs (truncated files, text named .png). The RSS of the worker's main process and of its pool
-process is sampled every --sample-every finished jobs and plotted (bench/results/<name>.png).
+process is sampled every --sample-every finished jobs, between two jobs (the bench queues no further than the next
+sample, so the worker is idle when it is taken), and plotted (bench/results/<name>.png) with the pool's peak in each
+interval (polled every 50 ms: the jobs in flight).
 
 Pass: after --warmup jobs the pool process grows by at most 50 MB to the end of the run, every job reaches a final
 state (nothing lost), the bad inputs and only they fail.
@@ -117,7 +119,11 @@ def make_input(job: Planned, folder: Path) -> Path:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # the pool process was replaced (counted as a restart)
+        return float("nan")
+    for line in status.splitlines():
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024
     return float("nan")
@@ -131,7 +137,9 @@ def plot(samples: list[dict], warmup: int, path: Path, title: str) -> None:
 
     done = [s["jobs_done"] for s in samples]
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    ax.plot(done, [s["pool_rss_mb"] for s in samples], marker=".", label="pool process (runs the jobs)")
+    ax.plot(done, [s["pool_rss_mb"] for s in samples], marker=".", label="pool process between jobs")
+    ax.plot(done, [s.get("pool_peak_mb") for s in samples], color="C0", alpha=0.35, linewidth=1,
+            label="pool process, peak while jobs ran")
     ax.plot(done, [s["main_rss_mb"] for s in samples], marker=".", label="worker main process")
     ax.axvline(warmup, color="grey", linestyle="--", linewidth=1, label=f"end of warm-up ({warmup} jobs)")
     ax.set_xlabel("jobs finished")
@@ -172,20 +180,26 @@ def main() -> int:
     worker = start_worker(f"soak-{uuid.uuid4().hex[:4]}@bench", env, work, concurrency=1, app=app)
     (pool_pid,) = worker.pool_pids()
     samples: list[dict] = [{"jobs_done": 0, "main_rss_mb": round(rss_mb(worker.pid), 1),
-                            "pool_rss_mb": round(rss_mb(pool_pid), 1), "pool_pid": pool_pid}]
+                            "pool_rss_mb": round(rss_mb(pool_pid), 1), "pool_pid": pool_pid,
+                            "pool_peak_mb": round(rss_mb(pool_pid), 1)}]
     finished: list[dict] = []
+    peak = 0.0  # the pool's largest RSS seen (polled every 50 ms) since the last sample: the jobs in flight
     pending: dict[str, tuple[Planned, Path, Path, float]] = {}
     upcoming = iter(planned)
     started = time.perf_counter()
     try:
         while len(finished) < len(planned):
-            while len(pending) < args.window and (job := next(upcoming, None)) is not None:
+            # Never queue past the next sample: the worker is then idle when it is taken, between two jobs.
+            next_sample = (len(finished) // args.sample_every + 1) * args.sample_every
+            while (len(pending) < args.window and len(finished) + len(pending) < next_sample
+                   and (job := next(upcoming, None)) is not None):
                 source = make_input(job, work)
                 target = work / f"out-{job.index:05d}{source.suffix}"
                 queued = submitter.submit(JobRequest(task=job.task, profile=job.profile, input_url=str(source),
                                                      output_url=str(target)))
                 pending[queued.id] = (job, source, target, time.perf_counter())
             records = {record.id: record for record in store.get_many(list(pending))}
+            peak = max(peak, rss_mb(pool_pid))
             for job_id in list(pending):
                 job, source, target, queued_at = pending[job_id]
                 record = records.get(job_id)  # None: the record is gone, the job lost
@@ -202,9 +216,11 @@ def main() -> int:
                 target.unlink(missing_ok=True)
                 if len(finished) % args.sample_every == 0 or len(finished) == len(planned):
                     now_children = worker.pool_pids()
-                    pool = now_children[0] if now_children else pool_pid
+                    pool_pid = now_children[0] if now_children else pool_pid
                     samples.append({"jobs_done": len(finished), "main_rss_mb": round(rss_mb(worker.pid), 1),
-                                    "pool_rss_mb": round(rss_mb(pool), 1), "pool_pid": pool})
+                                    "pool_rss_mb": round(rss_mb(pool_pid), 1), "pool_pid": pool_pid,
+                                    "pool_peak_mb": round(peak, 1)})
+                    peak = 0.0
                     print(f"{len(finished)}/{len(planned)} jobs, pool RSS {samples[-1]['pool_rss_mb']} MiB, "
                           f"{time.perf_counter() - started:.0f} s", flush=True)
             time.sleep(0.05)
@@ -271,7 +287,8 @@ def main() -> int:
          + markdown_table([{"model": name, "distinct_shapes": len(found),
                             "largest": "×".join(map(str, summary["largest_model_input"][name]))}
                            for name, found in sorted(shapes.items())])),
-        ("RSS samples", markdown_table(samples, ["jobs_done", "main_rss_mb", "pool_rss_mb"])),
+        ("RSS samples", "Between jobs; `pool_peak_mb`: the largest pool RSS polled since the previous sample.\n\n"
+         + markdown_table(samples, ["jobs_done", "main_rss_mb", "pool_rss_mb", "pool_peak_mb"])),
     ])
     return 0 if passed else 1
 
