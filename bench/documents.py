@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, TiffImagePlugin
 
-from common import REPO, markdown_table, write_results  # noqa: E402
+from common import REPO, RESULTS, git_commit, markdown_table, write_results  # noqa: E402
 
 
 def sample_page(width: int, height: int, seed: int) -> np.ndarray:
@@ -179,6 +179,18 @@ def gray_encodings(dpi: int) -> list[dict]:
     return rows
 
 
+def carried_rows(kinds: list[str]) -> list[dict]:
+    """The last results' scaling rows of the kinds not measured this time (a change to one kind's path need not
+    rerun the others' 10-minute documents), each saying when it was measured."""
+    previous = RESULTS / "documents.json"
+    if not previous.is_file():
+        return []
+    data = json.loads(previous.read_text())
+    when = f"{data['machine']['date'][:10]}, {data['machine']['cpu']}"
+    return [{**row, "measured": row.get("measured", when)} for row in data.get("scaling", [])
+            if row["document"] not in kinds]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", default="10,100,500")
@@ -190,18 +202,20 @@ def main() -> None:
                         help="how it ran, for the results (e.g. beside a training job under nice -n 19)")
     args = parser.parse_args()
     counts = [int(n) for n in args.pages.split(",")]
+    kinds = args.kinds.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        rows = []
-        for kind in args.kinds.split(","):
+        rows = carried_rows(kinds)
+        measured = f"this run (commit {git_commit()})"
+        for kind in kinds:
             for count in counts:
                 started = time.perf_counter()
-                rows.append(run_one(kind, count, args.side, folder))
+                rows.append({**run_one(kind, count, args.side, folder), "measured": measured})
                 print(rows[-1], f"({time.perf_counter() - started:.0f} s with generation)", flush=True)
         ratios = size_ratios(folder, args.ratio_dpi, args.ratio_pages)
         encodings = gray_encodings(args.ratio_dpi)
     scaling = ["document", "pages", "page_px", "seconds", "pages_per_s", "peak_rss_mb", "in_mb", "out_mb",
-               "rss_less_documents_mb"]
+               "rss_less_documents_mb", "measured"]
     model = f"{rows[0]['model']} on {rows[0]['provider']}"
     write_results("documents", "Documents: pages/s, memory against page count, output sizes", {
         "scaling": rows, "size_ratios": ratios, "gray_encodings": encodings, "args": vars(args),
