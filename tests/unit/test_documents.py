@@ -4,6 +4,7 @@ scanned PDFs with and without text layers, born-digital pages, corrupt pages and
 from __future__ import annotations
 
 import io
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from PIL import Image
 
 from services.config import Settings
 from services.errors import DocumentTooLargeError, ImageDecodeError, ImageTooLargeError, UnsupportedImageError
-from services.imaging.documents import bilevel_threshold, document_kind, page_file_name, page_url
+from services.imaging.documents import (_jpeg, _scan_within, bilevel_threshold, document_kind, page_file_name,
+                                        page_url)
 from services.jobs import Job, derive_output_url, output_name
 from services.restorer import Restorer
 from tests.support.documents import bilevel, scan, scanned_pdf, tiff_bytes
@@ -112,8 +114,8 @@ def test_scanned_pdf_images_are_replaced_in_place_keeping_pages_bookmarks_and_me
         assert (new["filter"], new["bpc"], new["size"], new["mediabox"]) == \
             (old["filter"], old["bpc"], old["size"], old["mediabox"])
     assert after[0]["data"] != before[0]["data"]  # the gray scan is restored (a clean G4 page may come back equal)
-    # JPEG scans are re-encoded with their own quantization tables: the cleaned page is not bigger than the scan.
-    assert len(after[0]["data"]) <= 1.05 * len(before[0]["data"])
+    # JPEG scans are written within the scan's own bytes (``_scan_within``).
+    assert len(after[0]["data"]) <= len(before[0]["data"])
     assert after[1]["filter"] == "/CCITTFaxDecode" and after[1]["bpc"] == 1
     with pikepdf.open(target) as pdf:
         assert str(pdf.docinfo["/Title"]) == "Ledger 1931"
@@ -125,6 +127,42 @@ def test_scanned_pdf_images_are_replaced_in_place_keeping_pages_bookmarks_and_me
     assert page.mean() > 150 and (page < 60).mean() > 0.05
     assert done.result.pages.model_dump() == {"total": 2, "restored": 2, "passed_through": 0, "rendered": 0}
     assert done.result.format == "PDF"
+
+
+def _jpeg_scan(pixels: np.ndarray) -> tuple[bytes, dict]:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=75)
+    return buffer.getvalue(), Image.open(io.BytesIO(buffer.getvalue())).quantization
+
+
+def test_a_restored_jpeg_scan_keeps_the_scanners_tables_when_it_fits():
+    page = Image.fromarray(scan(200, 160, 21))
+    _, tables = _jpeg_scan(scan(200, 160, 21))
+    data, written = _scan_within(page, tables, budget=10**6)
+    assert written == "/DCTDecode" and data == _jpeg(page, tables)
+    assert Image.open(io.BytesIO(data)).quantization == tables
+
+
+def test_a_clean_page_that_jpeg_cannot_fit_is_written_lossless_when_deflate_fits():
+    clean = np.full((400, 300), 255, np.uint8)
+    clean[40:360:24, 30:270] = 0  # crisp black lines on exact white: costly in JPEG, cheap in deflate
+    _, tables = _jpeg_scan(scan(400, 300, 22))
+    budget = len(zlib.compress(clean.tobytes(), 6)) + 16
+    assert len(_jpeg(Image.fromarray(clean), tables)) > budget  # the case: the scanner's tables do not fit
+    data, written = _scan_within(Image.fromarray(clean), tables, budget)
+    assert written == "/FlateDecode" and len(data) <= budget
+    assert np.array_equal(np.frombuffer(zlib.decompress(data), np.uint8).reshape(clean.shape), clean)
+
+
+def test_a_page_that_fits_neither_way_gets_coarser_tables_until_it_does():
+    noisy = scan(300, 240, 23)
+    first = _jpeg(Image.fromarray(noisy), _jpeg_scan(noisy)[1])
+    budget = int(len(first) * 0.85)
+    assert len(zlib.compress(noisy.tobytes(), 6)) > budget  # the case: nor does deflate
+    data, written = _scan_within(Image.fromarray(noisy), _jpeg_scan(noisy)[1], budget)
+    assert written == "/DCTDecode" and len(data) <= budget
+    decoded = np.asarray(Image.open(io.BytesIO(data)), dtype=float)
+    assert np.abs(decoded - noisy).mean() < 12  # coarser, still the page
 
 
 def _page_with(pdf: pikepdf.Pdf, content: bytes, image: Image.Image | None, size=(200, 250)) -> None:
