@@ -705,7 +705,6 @@ def _replace_image(pdf, xobject, pixels: np.ndarray, image: DecodedImage, jpeg_q
     import pikepdf
 
     was_jpeg = "/DCTDecode" in str(xobject.get("/Filter", ""))
-    budget = len(xobject.read_raw_bytes())
     if image.source_mode == "1" and pixels.shape[2] == 1:
         data, params = _g4_strip(to_bilevel(pixels))
         xobject.write(data, filter=pikepdf.Name.CCITTFaxDecode, decode_parms=params)
@@ -718,7 +717,7 @@ def _replace_image(pdf, xobject, pixels: np.ndarray, image: DecodedImage, jpeg_q
         if was_jpeg:
             qtables = image.extra.get("qtables")
             if jpeg_quality is None and qtables and len(qtables) >= (1 if gray else 2):
-                data, written = _scan_within(page, qtables, budget)
+                data, written = _scan_within(page, qtables, budget=len(xobject.read_raw_bytes()))
             else:
                 data, written = _jpeg(page, quality=jpeg_quality or default_quality), "/DCTDecode"
             xobject.write(data, filter=pikepdf.Name(written))
