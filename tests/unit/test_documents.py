@@ -388,7 +388,7 @@ def test_memory_is_flat_in_page_count_for_a_500_page_document(tiny_model_dir, tm
                 bilevel(300, 250, seed % 7).save(writer, format="TIFF", compression="group4")
                 writer.newFrame()
         peaks[count], pages = _peak_mib(tiny_model_dir, source, target)
-        assert pages == count
+        assert pages == count and Image.open(target).n_frames == count
     # Holding 480 more decoded pages would take ~72 MB (gray input and output arrays); allow the compressed
     # documents (~1 MB) and allocator noise.
     assert peaks[500] - peaks[20] < 15, peaks
