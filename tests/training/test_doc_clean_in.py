@@ -173,7 +173,6 @@ def test_ink_loss_charges_lightening_ink_more():
 def test_v3_is_the_shipped_doc_config_and_warm_starts_from_the_shipped_onnx():
     from training.warm_start import load_promoted, onnx_weights
 
-    assert LEG_CONFIGS["doc-denoise"] == "doc-denoise-v3"
     cfg = TrainConfig.load(CONFIG_DIR / "doc-denoise-v3.json")
     long = TrainConfig.load(CONFIG_DIR / "doc-denoise-long.json")
     # The same network as doc-denoise-long; paper_white is a graph-only step at inference (no parameters).
@@ -185,3 +184,19 @@ def test_v3_is_the_shipped_doc_config_and_warm_starts_from_the_shipped_onnx():
     x, y = DocDenoiseTask(seed=0, crop=48, batch_size=2, pages=2,
                           **{k: v for k, v in cfg.data.items() if k not in ("crop", "batch_size", "pages")}).batch(0)
     assert torch.isfinite(objective_for(cfg.optim)(model, clean=y, inputs=x)[0])
+
+
+def test_doc_legs_train_v3_on_a_wider_net_warm_started_from_every_shipped_weight():
+    """v4 is v3 (same data, loss, paper white) with every width × 1.5; the widened layers take the shipped weights
+    (the leg-config parity test checks that the widened net computes the shipped graph)."""
+    from training.warm_start import load_promoted, onnx_weights
+
+    assert LEG_CONFIGS["doc-denoise"] == "doc-denoise-v4"
+    v3, v4 = (TrainConfig.load(CONFIG_DIR / f"doc-denoise-{v}.json") for v in ("v3", "v4"))
+    assert v4.net["widths"] == [w * 3 // 2 for w in v3.net["widths"]]
+    assert {k: v for k, v in v4.net.items() if k != "widths"} == {k: v for k, v in v3.net.items() if k != "widths"}
+    assert (v4.data, v4.optim, v4.seed) == (v3.data, v3.optim, v3.seed)
+    model = build_net(v4)
+    report = load_promoted(model, onnx_weights(REPO / "services" / "models" / "doc-denoise.onnx"))
+    convs = {k for k, p in model.named_parameters() if p.ndim == 4}
+    assert not report["new"] and convs <= set(report["adapted"])
