@@ -47,6 +47,8 @@ def _embed(target: torch.Tensor, src: torch.Tensor, in_dim: int | None) -> bool:
         return False
     if src.ndim > 1 and in_dim is None:  # not a convolution: no rule says which new entries must be zero
         return False
+    if src.shape[2:] != target.shape[2:]:  # another kernel size: the old filter is not its corner
+        return False
     if src.ndim > 1:
         out_dim = 1 - in_dim
         old_out = [slice(None)] * target.ndim

@@ -101,6 +101,9 @@ def test_a_widened_net_starts_as_the_narrow_one_and_its_new_channels_learn():
     # tail: old outputs from the new channels; ups.0 (transposed, in × out): new inputs into old outputs
     assert wide.tail.weight.grad[:, 4:].abs().sum() > 0
     assert wide.ups[0].weight.grad[8:, :4].abs().sum() > 0
+    # Another kernel size is not a widening: a 1×1 filter would land in the 3×3 filter's corner.
+    one_by_one = {**weights, "tail.weight": np.ones((4, 4, 1, 1), np.float32)}
+    assert "tail.weight" in load_promoted(wide, one_by_one)["new"]
 
 
 def test_leg_schedule_is_a_warm_restart_over_the_time_budget():
