@@ -24,7 +24,7 @@ CHANNELS: dict[str, Channels] = {"doc-denoise": Channels(1, 1), "photo-denoise":
 # The config (training/configs/NAME.json) each model's training legs (training/legs.py) continue with: the
 # architecture and data of the next promoted weights. Until a leg of it is promoted, the shipped ONNX comes from the
 # run named in export/__main__.py: SHIPPED_RUNS (training/README.md has the comparisons).
-LEG_CONFIGS = {"colorize": "colorize-v3", "doc-denoise": "doc-denoise-v4", "watermark": "watermark-v3",
+LEG_CONFIGS = {"colorize": "colorize-v3", "doc-denoise": "doc-denoise-v4", "watermark": "watermark-v4",
                "photo-denoise": "photo-denoise-aware"}
 
 
@@ -42,9 +42,11 @@ class OptimConfig:
     loss: str = "charbonnier"
     # Weights of the objectives' secondary terms: clean_weight ("unblend_aux") weighs the squared error on pixels
     # without watermark (true opacity 0) relative to marked ones; alpha_weight is the weight of the second term
-    # (opacity BCE, ink term, noise-level error).
+    # (opacity BCE, ink term, noise-level error); marked_weight ("unblend_aux") weighs the opacity BCE on marked
+    # pixels relative to unmarked ones.
     clean_weight: float = 1.0
     alpha_weight: float = 0.1
+    marked_weight: float = 1.0
 
 
 @dataclass

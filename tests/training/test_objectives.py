@@ -19,6 +19,7 @@ from training.objectives import (
     L1Sparsity,
     MaskingCorruption,
     Objective,
+    OpacityBCE,
     Reconstruction,
     jacobian_sq_norm_estimate,
     jacobian_sq_norm_exact,
@@ -57,6 +58,42 @@ def _ctx_loss(term, output: Tensor, clean: Tensor, code: object) -> Tensor:
     loss, _ = Objective([term])(FixedCode(output, code), clean)
     return loss
 
+
+# ------------------------------------------------------------------ watermark opacity
+
+
+def test_opacity_bce_weighs_marked_pixels_by_marked_weight() -> None:
+    """Class balance for the watermark head: a marked pixel's BCE counts ``marked_weight`` times an unmarked one's,
+    so an under-read faint mark costs as much as the many unmarked pixels around it pull the other way."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8)
+    opacity = torch.rand(2, 1, 8, 8) * 0.8 * (torch.rand(2, 1, 8, 8) < 0.2)  # ~20 % marked
+    clean = torch.cat([torch.rand(2, 3, 8, 8), opacity], 1)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, opacity / 0.8, reduction="none")
+    marked = opacity > 0
+    expected = 0.5 * (4.0 * per_pixel[marked].sum() + per_pixel[~marked].sum()) / per_pixel.numel()
+    got = _ctx_loss(OpacityBCE(weight=0.5, marked_weight=4.0), clean[:, :3], clean, logits)
+    assert torch.allclose(got, expected, rtol=1e-5)
+    plain = _ctx_loss(OpacityBCE(weight=0.5), clean[:, :3], clean, logits)  # the default: every pixel alike
+    assert torch.allclose(plain, 0.5 * per_pixel.mean(), rtol=1e-5)
+    assert got > plain * 1.5
+
+
+
+def test_watermark_legs_train_v4_which_is_v3_with_class_balanced_opacity() -> None:
+    """watermark-v4 changes one thing against v3 (data, net, restoration loss, seed alike), so a leg of it tests
+    that one change; its opacity term is the class-balanced one."""
+    from training.config import CONFIG_DIR, LEG_CONFIGS, TrainConfig
+    from training.objectives import objective_for
+
+    assert LEG_CONFIGS["watermark"] == "watermark-v4"
+    v3, v4 = (TrainConfig.load(CONFIG_DIR / f"watermark-{v}.json") for v in ("v3", "v4"))
+    assert (v4.net, v4.data, v4.seed, v4.tiling) == (v3.net, v3.data, v3.seed, v3.tiling)
+    assert v3.optim.marked_weight == 1.0 and v4.optim.marked_weight == 4.0
+    assert {k: v for k, v in vars(v4.optim).items() if k != "marked_weight"} == \
+        {k: v for k, v in vars(v3.optim).items() if k != "marked_weight"}
+    terms = {t.name: t for t in objective_for(v4.optim).terms}
+    assert terms["opacity_bce"].marked_weight == 4.0 and terms["restoration"].clean_weight == 4.0
 
 # ------------------------------------------------------------------ reconstruction / L1
 
