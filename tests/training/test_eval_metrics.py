@@ -61,3 +61,17 @@ def test_chroma_gain_is_calibrated_and_saved():
     y = torch.rand(2, 3, 32, 32)
     gain = calibrate_chroma_gain(model, [(x, y)])
     assert 1.0 <= gain <= 3.0 and float(model.state_dict()["chroma_gain"]) == pytest.approx(gain)
+
+
+def test_watermark_eval_says_whether_the_error_lies_on_the_marks_or_off_them():
+    """The figure that tells a left-in mark (share near 1) from damage to clean pixels (share near the marks'
+    area): a model that changes nothing leaves all its error on the marks; one that brightens everything puts
+    most of it off them."""
+    from training.quality import watermark
+
+    left_in = watermark.evaluate(lambda x: x, quick=True)
+    assert left_in["error_on_mark_share"] > 0.98
+    assert left_in["summary"]["error_on_mark_share"] == round(left_in["error_on_mark_share"], 3)
+    damaging = watermark.evaluate(lambda x: np.clip(x + 0.2, 0.0, 1.0).astype(np.float32), quick=True)
+    assert damaging["error_on_mark_share"] < 0.5
+    assert "lies on the true marks" in "\n".join(watermark.markdown(left_in))
