@@ -191,7 +191,6 @@ def test_doc_legs_train_v3_on_a_wider_net_warm_started_from_every_shipped_weight
     (the leg-config parity test checks that the widened net computes the shipped graph)."""
     from training.warm_start import load_promoted, onnx_weights
 
-    assert LEG_CONFIGS["doc-denoise"] == "doc-denoise-v4"
     v3, v4 = (TrainConfig.load(CONFIG_DIR / f"doc-denoise-{v}.json") for v in ("v3", "v4"))
     assert v4.net["widths"] == [w * 3 // 2 for w in v3.net["widths"]]
     assert {k: v for k, v in v4.net.items() if k != "widths"} == {k: v for k, v in v3.net.items() if k != "widths"}
@@ -200,3 +199,16 @@ def test_doc_legs_train_v3_on_a_wider_net_warm_started_from_every_shipped_weight
     report = load_promoted(model, onnx_weights(REPO / "services" / "models" / "doc-denoise.onnx"))
     convs = {k for k, p in model.named_parameters() if p.ndim == 4}
     assert not report["new"] and convs <= set(report["adapted"])
+
+
+def test_doc_legs_train_v5_which_is_v4_with_twice_the_colour_pages():
+    """v5 changes one thing against v4 (net, loss, crop mix, seed alike): the colour-luma pages' share of the page
+    pool doubles (the first v4 leg lightened the colour page's mid-grey ink past its bar), the other kinds giving
+    it up; the shares still sum to 1."""
+    assert LEG_CONFIGS["doc-denoise"] == "doc-denoise-v5"
+    v4, v5 = (TrainConfig.load(CONFIG_DIR / f"doc-denoise-{v}.json") for v in ("v4", "v5"))
+    assert (v5.net, v5.optim, v5.seed, v5.tiling) == (v4.net, v4.optim, v4.seed, v4.tiling)
+    assert {k: v for k, v in v5.data.items() if k != "page_kinds"} == {k: v for k, v in v4.data.items()
+                                                                        if k != "page_kinds"}
+    assert v5.data["page_kinds"]["colour"] == 2 * v4.data["page_kinds"]["colour"]
+    assert sum(v5.data["page_kinds"].values()) == pytest.approx(1.0)
