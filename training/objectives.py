@@ -556,9 +556,9 @@ class OpacityBCE(Term):
     sigmoid an MSE on the opacity has no gradient left (both seen: an exact identity after 500-750 steps)."""
 
     weight: float = 0.1
-    # Marked pixels (true opacity > 0) count ``marked_weight`` times an unmarked one. They are ~9 % of the training
-    # pixels, and with equal weights the head under-reads faint or thin marks on texture (held out: 13 % of the
-    # true opacity on a thin square logo over fur, 47 % on text over a flag), which no later leg fixed.
+    # Marked pixels (true opacity > 0) count ``marked_weight`` times an unmarked one (~9 % of the training pixels
+    # are marked). With equal weights the head under-reads faint or thin marks on texture; 4x (watermark-v4) read
+    # a little more of them but put false marks on clean pixels and lost on every held-out figure, so v3 keeps 1.
     marked_weight: float = 1.0
     name: str = "opacity_bce"
 

@@ -3,9 +3,9 @@
 "before": how the first shipped models were trained — fp32, contiguous tensors, one thread, batches made in the
 training process. "after": how a leg trains (``training.legs``) — bf16 autocast and channels-last where the CPU
 has bf16, two threads, batches made in a worker process. With ``--compile``, a third setting: "after" with the
-net wrapped in ``torch.compile`` (its compile time reported apart), to tell whether legs should compile. Same
-config, same batches, same optimiser; each setting runs for ``seconds`` after a warm-up, and the leg's loss is
-checked to stay finite and close to fp32's.
+loss (the net's forward and the objective's terms) wrapped in ``torch.compile``, its compile time reported apart,
+to tell whether legs should compile. Same config, same batches, same optimiser; each setting runs for ``seconds``
+after a warm-up, and the leg's loss is checked to stay finite and close to fp32's.
 Writes ``training/results/throughput.{json,md}``.
 """
 
@@ -53,7 +53,7 @@ def measure(name: str, bf16: bool, threads: int, workers: int, seconds: float, w
         steps += 1
         if steps == warmup:
             started, pixels = time.perf_counter(), 0
-            warmup_seconds = started - warming  # a compiled net's compile time lands here
+            warmup_seconds = started - warming  # a compiled loss's compile time lands here
             continue
         if started is not None:
             pixels += x.shape[0] * x.shape[2] * x.shape[3]

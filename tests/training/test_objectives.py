@@ -79,7 +79,6 @@ def test_opacity_bce_weighs_marked_pixels_by_marked_weight() -> None:
     assert got > plain * 1.5
 
 
-
 def test_watermark_v4_is_v3_with_class_balanced_opacity() -> None:
     """watermark-v4 changes one thing against v3 (data, net, restoration loss, seed alike), so its leg tested that
     one change (it lost on every figure; legs are back on v3); its opacity term is the class-balanced one."""
@@ -94,6 +93,7 @@ def test_watermark_v4_is_v3_with_class_balanced_opacity() -> None:
         {k: v for k, v in vars(v3.optim).items() if k != "marked_weight"}
     terms = {t.name: t for t in objective_for(v4.optim).terms}
     assert terms["opacity_bce"].marked_weight == 4.0 and terms["restoration"].clean_weight == 4.0
+
 
 # ------------------------------------------------------------------ reconstruction / L1
 
