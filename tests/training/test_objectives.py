@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -81,11 +82,10 @@ def test_opacity_bce_weighs_marked_pixels_by_marked_weight() -> None:
 
 def test_watermark_v4_is_v3_with_class_balanced_opacity() -> None:
     """watermark-v4 changes one thing against v3 (data, net, restoration loss, seed alike), so its leg tested that
-    one change (it lost on every figure; legs are back on v3); its opacity term is the class-balanced one."""
-    from training.config import CONFIG_DIR, LEG_CONFIGS, TrainConfig
+    one change (it lost on every figure; legs went on from v3); its opacity term is the class-balanced one."""
+    from training.config import CONFIG_DIR, TrainConfig
     from training.objectives import objective_for
 
-    assert LEG_CONFIGS["watermark"] == "watermark-v3"
     v3, v4 = (TrainConfig.load(CONFIG_DIR / f"watermark-{v}.json") for v in ("v3", "v4"))
     assert (v4.net, v4.data, v4.seed, v4.tiling) == (v3.net, v3.data, v3.seed, v3.tiling)
     assert v3.optim.marked_weight == 1.0 and v4.optim.marked_weight == 4.0
@@ -93,6 +93,21 @@ def test_watermark_v4_is_v3_with_class_balanced_opacity() -> None:
         {k: v for k, v in vars(v3.optim).items() if k != "marked_weight"}
     terms = {t.name: t for t in objective_for(v4.optim).terms}
     assert terms["opacity_bce"].marked_weight == 4.0 and terms["restoration"].clean_weight == 4.0
+
+
+def test_watermark_legs_train_v5_which_is_v3_with_marks_laid_out_on_whole_images() -> None:
+    """v5 changes one thing against v3 (net, loss, seed, the rest of the data alike): the marks are laid out on a
+    whole image of eval-photo size and the patch is a window of it."""
+    from training.builders import build_task
+    from training.config import CONFIG_DIR, LEG_CONFIGS, TrainConfig
+
+    assert LEG_CONFIGS["watermark"] == "watermark-v5"
+    v3, v5 = (TrainConfig.load(CONFIG_DIR / f"watermark-{v}.json") for v in ("v3", "v5"))
+    assert (v5.net, v5.optim, v5.seed, v5.tiling) == (v3.net, v3.optim, v3.seed, v3.tiling)
+    assert {k: v for k, v in v5.data.items() if k != "mark_canvas"} == v3.data
+    assert "mark_canvas" not in v3.data and v5.data["mark_canvas"] == 640
+    photos = [np.zeros((200, 200, 3), np.uint8)]
+    assert build_task(v5, photos=photos).mark_canvas == 640 and build_task(v3, photos=photos).mark_canvas == 0
 
 
 # ------------------------------------------------------------------ reconstruction / L1

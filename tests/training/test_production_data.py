@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import distance_transform_edt
 
 from training.data.degrade import corrupt_page, jpeg
 from training.data.fonts import eval_fonts, training_fonts
 from training.data.noise import add_gaussian, random_noise
 from training.data.pages import render_page
 from training.data.tasks import ColorizeTask, DocDenoiseTask, PhotoDenoiseTask, WatermarkTask
-from training.data.watermarks import add_watermark
+from training.data.watermarks import add_watermark, add_watermark_in_view
 from training.nets.color import lab_to_rgb, luma601, rgb_to_lab
 
 
@@ -71,10 +72,38 @@ def test_watermark_mask_matches_the_change():
         assert not (changed & (alpha == 0)).any()  # nothing changes outside the mask
 
 
+def test_marks_laid_out_on_a_whole_image_match_their_mask():
+    img = np.full((64, 80, 3), 0.5, np.float32)
+    unmarked = 0
+    for seed in range(20):
+        marked, alpha = add_watermark_in_view(np.random.default_rng(seed), img, training_fonts(), canvas=640)
+        again, _ = add_watermark_in_view(np.random.default_rng(seed), img, training_fonts(), canvas=640)
+        assert np.array_equal(marked, again) and alpha.shape == img.shape[:2] and alpha.max() <= 0.7 + 1e-6
+        changed = np.abs(marked - img).max(-1) > 1e-3
+        assert not (changed & (alpha == 0)).any()
+        unmarked += not changed.any()
+    assert unmarked == 0  # the window is placed where the marks are
+
+
+def test_marks_laid_out_on_a_whole_image_come_larger_than_a_crop_holds():
+    """Inside a 64-px crop, text is at most 48 px and a logo's radius 32, so no stroke is 32 px wide; laid out on a
+    640-px image (as on the eval photos), a window shows the wide strokes of 97-px text and filled 100-px logos."""
+    img = np.full((64, 64, 3), 0.5, np.float32)
+
+    def widest_stroke(mark) -> float:  # twice the largest disc inside the mask, the crop's edge closing it
+        return max(2 * distance_transform_edt(np.pad(mark(np.random.default_rng(s))[1] > 0.02, 1)).max()
+                   for s in range(100))
+
+    in_crop = widest_stroke(lambda rng: add_watermark(rng, img, training_fonts()))
+    in_view = widest_stroke(lambda rng: add_watermark_in_view(rng, img, training_fonts(), canvas=640))
+    assert in_crop < 32 <= in_view
+
+
 @pytest.mark.parametrize("make", [
     lambda: DocDenoiseTask(seed=0, crop=48, batch_size=3, pages=2),
     lambda: PhotoDenoiseTask(_photos(), seed=0, crop=48, batch_size=3),
     lambda: WatermarkTask(_photos(), seed=0, crop=48, batch_size=3, pages=2),
+    lambda: WatermarkTask(_photos(), seed=0, crop=48, batch_size=3, pages=2, mark_canvas=320),
     lambda: ColorizeTask(_photos(), seed=0, crop=48, batch_size=3),
 ])
 def test_batches_are_a_function_of_seed_and_step(make):

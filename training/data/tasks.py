@@ -21,7 +21,7 @@ from .degrade import DirtOptions, corrupt_page, light_dirt
 from .fonts import FontFamily, training_fonts
 from .noise import random_noise, random_noise_with_level
 from .pages import binarize, render_page, render_scan_page
-from .watermarks import add_watermark
+from .watermarks import add_watermark, add_watermark_in_view
 
 
 def _rng(seed: int, step: int) -> np.random.Generator:
@@ -230,6 +230,9 @@ class WatermarkTask:
     # Fraction of patches left unmarked (input == target): most images a remover sees in a backfill carry no
     # mark, and a model that only ever saw marked patches finds marks everywhere (clean photos came back at 30 dB).
     clean_fraction: float = 0.0
+    # > 0: marks are laid out on a whole image of up to this many px a side and the patch is a window of it
+    # (watermarks.add_watermark_in_view), so logos and text come at the scale a tile of a real image sees them.
+    mark_canvas: int = 0
     fonts: list[FontFamily] = field(default_factory=training_fonts)
     in_channels: int = CHANNELS["watermark"].inputs
     out_channels: int = CHANNELS["watermark"].outputs
@@ -251,6 +254,8 @@ class WatermarkTask:
                 clean = photo_crop(rng, self.photos, None, self.crop, 3.0)
             if self.clean_fraction and rng.random() < self.clean_fraction:
                 marked, alpha = clean, np.zeros(clean.shape[:2], np.float32)
+            elif self.mark_canvas:
+                marked, alpha = add_watermark_in_view(rng, clean, self.fonts, self.mark_canvas)
             else:
                 marked, alpha = add_watermark(rng, clean, self.fonts)
             xs.append(marked)

@@ -1,7 +1,8 @@
 """Synthetic visible watermarks: semi-transparent text (single or tiled, rotated) and simple logos.
 
 ``add_watermark`` returns the marked image and the watermark's alpha mask, so baselines that need a mask
-(OpenCV inpainting) can be given the true one.
+(OpenCV inpainting) can be given the true one. ``add_watermark_in_view`` marks a crop as a window of a larger
+marked image (training data).
 """
 
 from __future__ import annotations
@@ -92,17 +93,54 @@ def _logo_layer(rng: np.random.Generator, size: tuple[int, int], fonts: list[Fon
     return layer
 
 
-def add_watermark(rng: np.random.Generator, img: np.ndarray, fonts: list[FontFamily]) -> tuple[np.ndarray, np.ndarray]:
-    """``img`` float32 (H, W, 3) in [0, 1] -> (marked image, alpha mask (H, W) in [0, 1])."""
-    h, w = img.shape[:2]
-    alpha = np.zeros((h, w), np.float32)
-    out = img.copy()
+MarkLayer = tuple[np.ndarray, float, np.ndarray]  # (shape in [0, 1], opacity, RGB colour in [0, 1])
+
+
+def _mark_layers(rng: np.random.Generator, size: tuple[int, int], fonts: list[FontFamily]) -> list[MarkLayer]:
+    """One or two marks (text or logo) drawn on a canvas of ``size`` = (width, height)."""
+    layers = []
     for _ in range(1 if rng.random() < 0.75 else 2):
         make = _text_layer if rng.random() < 0.75 else _logo_layer
-        shape = np.asarray(make(rng, (w, h), fonts), dtype=np.float32) / 255.0
+        shape = np.asarray(make(rng, size, fonts), dtype=np.float32) / 255.0
         opacity = float(rng.uniform(0.2, 0.7))
-        a = (shape * opacity)[..., None]
         colour = np.asarray(_colour(rng), np.float32) / 255.0
+        layers.append((shape, opacity, colour))
+    return layers
+
+
+def _blend(img: np.ndarray, layers: list[MarkLayer]) -> tuple[np.ndarray, np.ndarray]:
+    alpha = np.zeros(img.shape[:2], np.float32)
+    out = img.copy()
+    for shape, opacity, colour in layers:
+        a = (shape * opacity)[..., None]
         out = out * (1 - a) + colour * a
         alpha = np.maximum(alpha, a[..., 0])
     return np.clip(out, 0, 1).astype(np.float32), alpha
+
+
+def add_watermark(rng: np.random.Generator, img: np.ndarray, fonts: list[FontFamily]) -> tuple[np.ndarray, np.ndarray]:
+    """``img`` float32 (H, W, 3) in [0, 1] -> (marked image, alpha mask (H, W) in [0, 1])."""
+    h, w = img.shape[:2]
+    return _blend(img, _mark_layers(rng, (w, h), fonts))
+
+
+def add_watermark_in_view(rng: np.random.Generator, img: np.ndarray, fonts: list[FontFamily],
+                          canvas: int) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`add_watermark`, but ``img`` is a window of a whole image up to ``canvas`` px a side.
+
+    The marks are laid out on that whole image, so a training crop sees what a tile of a real marked image
+    sees: part of a logo up to 100 px in radius, its outline as long straight strokes, text cut at the crop's
+    edge. Drawn inside the crop itself, a logo never exceeds half the crop. The window is placed around a
+    marked pixel drawn at random, so it always shows some of the marks (a random window would often miss them).
+    """
+    h, w = img.shape[:2]
+    width, height = int(rng.integers(w, max(w, canvas) + 1)), int(rng.integers(h, max(h, canvas) + 1))
+    layers = _mark_layers(rng, (width, height), fonts)
+    ys, xs = np.nonzero(np.maximum.reduce([shape * opacity for shape, opacity, _ in layers]) > 0.02)
+    y = x = 0  # no mark on the whole image (it never happens with these layouts): any window
+    if len(ys):
+        i = int(rng.integers(len(ys)))
+        y, x = int(ys[i]), int(xs[i])
+    top = int(np.clip(y - rng.integers(0, h), 0, height - h))
+    left = int(np.clip(x - rng.integers(0, w), 0, width - w))
+    return _blend(img, [(shape[top:top + h, left:left + w], opacity, colour) for shape, opacity, colour in layers])
