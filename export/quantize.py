@@ -27,6 +27,8 @@ CALIBRATION_STEP = 10_000_000  # far past any training step: batches the model n
 # Calibration batches per model where the default 16 is not enough: colorize's whole-image activations reach
 # ranges that 16 patches never show (measured: outputs only 34-49 dB from fp32; 256 keeps its bars).
 CALIBRATION_BATCHES = {"colorize": 256}
+# Only the convolutions (where the time goes); colour conversions and blends stay fp32.
+QUANTIZED_OPS = ["Conv", "ConvTranspose"]
 
 
 class TrainingBatches(CalibrationDataReader):
@@ -47,6 +49,13 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
+def input_convolution(model: Path) -> str:
+    """Name of the first convolution of ``model``'s graph (ONNX lists nodes in topological order)."""
+    import onnx
+
+    return next(n.name for n in onnx.load(str(model)).graph.node if n.op_type in QUANTIZED_OPS)
+
+
 def quantize_one(entry: dict, out: Path, repo: Path, calibration_batches: int, min_psnr: float) -> dict | None:
     cfg = TrainConfig.load(repo / entry["training"]["config"])
     task = build_task(cfg)
@@ -54,25 +63,31 @@ def quantize_one(entry: dict, out: Path, repo: Path, calibration_batches: int, m
     target = out / f"{entry['name']}-int8.onnx"
     name = entry["input"]["name"]
     started = time.perf_counter()
-    quantize_static(str(source), str(target), TrainingBatches(task, name, CALIBRATION_STEP, calibration_batches),
-                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    # Only the convolutions (where the time goes); colour conversions and blends stay fp32.
-                    op_types_to_quantize=["Conv", "ConvTranspose"])
-    fp32 = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
-    int8 = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    calibration = TrainingBatches(task, name, CALIBRATION_STEP, calibration_batches)
     check = TrainingBatches(task, name, CALIBRATION_STEP + 1000, 4)
-    scores = [psnr(fp32.run(None, item)[0], int8.run(None, item)[0]) for item in check.items]
-    agreement = min(scores)
-    if agreement < min_psnr:
+    fp32 = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    # Every convolution first; where that misses the check, again with the input convolution left in fp32: its
+    # error reaches every later layer (doc-denoise-v5: 37.8 dB all int8, 39.2 without it, still 1.65x fp32's speed).
+    for kept_fp32 in ([], [input_convolution(source)]):
+        calibration.reset()
+        quantize_static(str(source), str(target), calibration,
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=kept_fp32)
+        int8 = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        agreement = min(psnr(fp32.run(None, item)[0], int8.run(None, item)[0]) for item in check.items)
+        if agreement >= min_psnr:
+            break
+        print(f"{entry['name']}: int8{' without ' + kept_fp32[0] if kept_fp32 else ''} only {agreement:.1f} dB "
+              f"from fp32 (< {min_psnr})", file=sys.stderr)
+    else:
         target.unlink()
-        print(f"{entry['name']}: int8 output only {agreement:.1f} dB from fp32 (< {min_psnr}); no variant",
-              file=sys.stderr)
+        print(f"{entry['name']}: no int8 variant", file=sys.stderr)
         return None
     return {"precision": "int8", "file": target.name, "sha256": sha256_file(target),
             "providers": ["CPUExecutionProvider"], "source_sha256": entry["sha256"],
             "quantization": {"method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
                              "calibration": f"{calibration_batches} fresh training batches of {cfg.name}",
+                             "kept_fp32": kept_fp32,
                              "psnr_vs_fp32_db_min": round(agreement, 2),
                              "seconds": round(time.perf_counter() - started, 1)}}
 

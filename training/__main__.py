@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     g = sub.add_parser("promote", help="the promotion gate for a finished leg (see resume)")
     g.add_argument("model", choices=MODEL_NAMES)
     g.add_argument("--run-dir", type=Path, help="default training/runs/MODEL-leg")
+    g.add_argument("--int8-only", action="store_true",
+                   help="the shipped model's int8 variant only, made again (after a change of export/quantize.py)")
     s = sub.add_parser("samples", help="write the demo images under samples/")
     s.add_argument("--out", type=Path, default=Path("samples"))
     args = parser.parse_args(argv)
@@ -54,9 +56,13 @@ def main(argv: list[str] | None = None) -> None:
             promote_leg(args.model, model_pt)
     elif args.cmd == "promote":
         from .config import RUNS_DIR
-        from .promote import promote_leg
+        from .promote import promote_leg, remake_int8
 
-        promote_leg(args.model, (args.run_dir or RUNS_DIR / f"{args.model}-leg") / "model.pt")
+        run_dir = args.run_dir or RUNS_DIR / f"{args.model}-leg"
+        if args.int8_only:
+            remake_int8(args.model, run_dir)
+        else:
+            promote_leg(args.model, run_dir / "model.pt")
     elif args.cmd == "samples":
         from .samples import write_samples
 

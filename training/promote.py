@@ -101,16 +101,23 @@ def _record_quality(name: str, result: dict[str, Any], quality_json: Path) -> No
 
 def _ship(name: str, model_pt: Path, candidate_dir: Path, models_dir: Path, quality_json: Path) -> dict[str, Any]:
     """Copies the candidate into ``models_dir``, re-makes the int8 variant, refreshes the manifest metrics."""
-    from export.__main__ import main as export_main
     from export.manifest import read_manifest, upsert, write_manifest
-    from export.quantize import main as quantize_main
 
     entry = _manifest_entry(candidate_dir, name)
     shutil.copyfile(candidate_dir / entry["file"], models_dir / entry["file"])
     write_strip(name, OnnxImageModel(models_dir / entry["file"], entry["tiling"]["multiple_of"]), quality_json.parent)
     manifest_path = models_dir / "manifest.json"
     write_manifest(manifest_path, upsert(read_manifest(manifest_path), entry))  # drops the stale int8 variant
-    run_dir = model_pt.parent
+    return remake_int8(name, model_pt.parent, models_dir, quality_json)
+
+
+def remake_int8(name: str, run_dir: Path, models_dir: Path = MODELS_DIR,
+                quality_json: Path = QUALITY_JSON) -> dict[str, Any]:
+    """Quantises the shipped model again (its agreement check, then the bars check) and refreshes its manifest
+    metrics from ``quality_json`` and the leg's ``run_dir``; also on its own, after a change of the quantisation."""
+    from export.__main__ import main as export_main
+    from export.quantize import main as quantize_main
+
     int8 = quantize_main([name, "--out", str(models_dir)])
     if int8 == 0 and _manifest_entry(models_dir, name).get("variants"):
         from .evaluate import main as evaluate_main
