@@ -183,6 +183,25 @@ def read_legs(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
 
 
+def score_curve(legs: list[dict[str, Any]]) -> tuple[list[float], list[float], list[float]]:
+    """One model's legs -> (accumulated gigapixels, each leg's candidate score, the shipped score), the shipped
+    curve one point longer: it starts with the model shipped before the first leg plotted. Scores of another
+    evaluation version do not compare, so only the latest version's legs are plotted, at the pixels accumulated
+    over all legs."""
+    version = legs[-1].get("eval_version")
+    total, xs, cand, shipped = 0.0, [], [], []
+    for r in legs:
+        before, total = total, total + (r.get("pixels") or 0) / 1e9
+        if r.get("eval_version") != version:
+            continue
+        if not xs:
+            xs, shipped = [before], [r["shipped_before"]["score"]]
+        xs.append(total)
+        cand.append(r["candidate"]["score"])
+        shipped.append(r["candidate"]["score"] if r["promoted"] else r["shipped_before"]["score"])
+    return xs, cand, shipped
+
+
 def plot_legs(log: Path, path: Path) -> None:
     """Score of each leg's candidate (and what shipped) against the training pixels accumulated so far."""
     import matplotlib
@@ -196,14 +215,7 @@ def plot_legs(log: Path, path: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
     for ax, name in zip(axes[0], models):
-        mine = [r for r in legs if r["model"] == name]
-        # The curve starts where the legs did: the model shipped before the first leg, at 0 leg pixels.
-        total, xs, cand, shipped = 0.0, [0.0], [], [mine[0]["shipped_before"]["score"]]
-        for r in mine:
-            total += (r.get("pixels") or 0) / 1e9
-            xs.append(total)
-            cand.append(r["candidate"]["score"])
-            shipped.append(r["candidate"]["score"] if r["promoted"] else r["shipped_before"]["score"])
+        xs, cand, shipped = score_curve([r for r in legs if r["model"] == name])
         ax.plot(xs[1:], cand, "o", color="tab:gray", label="leg result")
         ax.step(xs, shipped, "-", where="post", color="tab:blue", label="shipped")
         ax.set_title(name)

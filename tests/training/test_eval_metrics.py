@@ -75,3 +75,17 @@ def test_watermark_eval_says_whether_the_error_lies_on_the_marks_or_off_them():
     damaging = watermark.evaluate(lambda x: np.clip(x + 0.2, 0.0, 1.0).astype(np.float32), quick=True)
     assert damaging["error_on_mark_share"] < 0.5
     assert "lies on the true marks" in "\n".join(watermark.markdown(left_in))
+
+
+def test_watermark_score_counts_the_worst_unmarked_image():
+    """Version 3: the score is the mean of the marked photos' PSNR and the worst unmarked image's PSNR against its
+    input (up to 40 dB), so damage to clean images costs score as marks left in do."""
+    from training.quality import watermark
+
+    untouched = watermark.evaluate(lambda x: x, quick=True)  # unmarked images come back identical: 40 dB counted
+    assert untouched["score"] == pytest.approx(0.5 * (untouched["row"]["watermark (ours, no mask)"] + 40.0))
+    damaging = watermark.evaluate(lambda x: np.clip(x + 0.05, 0.0, 1.0).astype(np.float32), quick=True)
+    worst = min(damaging["unmarked_psnr"].values())
+    assert worst < 40.0
+    assert damaging["score"] == pytest.approx(0.5 * (damaging["row"]["watermark (ours, no mask)"] + worst))
+    assert damaging["score"] < untouched["score"]

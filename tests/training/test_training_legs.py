@@ -238,3 +238,17 @@ def test_quality_markdown_keeps_figures_of_an_older_evaluation_version():
     text = to_markdown({"models": {"watermark": old}})
     assert "evaluation version 1" in text and f"version {MODULES['watermark'].VERSION}" in text
     assert "31.16" in text
+
+
+def test_the_legs_curve_shows_the_latest_evaluation_versions_scores_at_all_the_pixels_accumulated():
+    from training.promote import score_curve
+
+    def leg(version, pixels, before, after, promoted):
+        return {"eval_version": version, "pixels": pixels * 1e9, "shipped_before": {"score": before},
+                "candidate": {"score": after}, "promoted": promoted}
+
+    legs = [leg(2, 1.0, 30.0, 31.0, True), leg(2, 2.0, 31.0, 30.5, False),  # version 2 scores: left out
+            leg(3, 0.5, 35.0, 36.0, True), leg(3, 1.5, 36.0, 35.5, False)]
+    xs, cand, shipped = score_curve(legs)
+    assert xs == pytest.approx([3.0, 3.5, 5.0]) and cand == [36.0, 35.5] and shipped == [35.0, 36.0, 36.0]
+    assert score_curve(legs[:2]) == ([0.0, 1.0, 3.0], [31.0, 30.5], [30.0, 31.0, 31.0])
