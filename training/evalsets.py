@@ -20,7 +20,7 @@ from .data.fonts import eval_fonts
 from .data.noise import add_gaussian, add_poisson_gaussian, jpeg_rgb, luma_gray
 from .data.pages import render_page
 from .data.sources import load_eval_photos
-from .data.watermarks import add_watermark
+from .data.watermarks import MARKED_OPACITY, add_watermark
 
 DOC_SEED = 20261126
 PHOTO_SEED = 4242
@@ -163,7 +163,7 @@ def watermarked_photos() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     for i, (name, clean) in enumerate(eval_photos().items()):
         rng = np.random.default_rng([WATERMARK_SEED, i])
         marked, alpha = add_watermark(rng, clean, fonts)
-        out[name] = (clean, marked, alpha > 0.02)
+        out[name] = (clean, marked, alpha > MARKED_OPACITY)
     return out
 
 

@@ -14,6 +14,9 @@ from .fonts import FontFamily
 from .pages import _font
 from .words import random_words
 
+# A pixel counts as marked where a mark's opacity exceeds this (the eval's true masks; the training windows).
+MARKED_OPACITY = 0.02
+
 WATERMARK_WORDS = ["SAMPLE", "DRAFT", "CONFIDENTIAL", "COPY", "PREVIEW", "PROOF", "Stock", "Photo", "(c) 2024",
                    "DO NOT COPY", "watermark", "Studio", "Images", "ARCHIVE", "licensed"]
 
@@ -136,7 +139,7 @@ def add_watermark_in_view(rng: np.random.Generator, img: np.ndarray, fonts: list
     h, w = img.shape[:2]
     width, height = int(rng.integers(w, max(w, canvas) + 1)), int(rng.integers(h, max(h, canvas) + 1))
     layers = _mark_layers(rng, (width, height), fonts)
-    ys, xs = np.nonzero(np.maximum.reduce([shape * opacity for shape, opacity, _ in layers]) > 0.02)
+    ys, xs = np.nonzero(np.maximum.reduce([shape * opacity for shape, opacity, _ in layers]) > MARKED_OPACITY)
     y = x = 0  # no mark on the whole image (it never happens with these layouts): any window
     if len(ys):
         i = int(rng.integers(len(ys)))
