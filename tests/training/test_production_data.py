@@ -13,6 +13,7 @@ from training.data.noise import add_gaussian, random_noise
 from training.data.pages import render_page
 from training.data.tasks import ColorizeTask, DocDenoiseTask, PhotoDenoiseTask, WatermarkTask
 from training.data.watermarks import add_watermark, add_watermark_in_view
+from training.nets.ab_bins import ab_bin_centres, rebalance_weights
 from training.nets.color import lab_to_rgb, luma601, rgb_to_lab
 
 
@@ -121,6 +122,41 @@ def test_batches_are_a_function_of_seed_and_step(make):
 def test_colorize_input_is_bt601_luma_of_target():
     x, y = ColorizeTask(_photos(), seed=0, crop=32, batch_size=2).batch(0)
     assert torch.allclose(x, luma601(y), atol=1e-6)
+
+
+def test_rebalancing_weights_average_one_and_weaken_towards_uniform_as_lambda_rises():
+    centres = ab_bin_centres(10.0)
+    chroma = centres.norm(dim=1).double()
+    prior = torch.exp(-chroma / 10.0)  # most pixels near neutral, as in photos
+    prior = prior / prior.sum()
+    neutral = chroma < 5
+    share_of_neutral, weight_of_neutral = [], []
+    for lam in (0.5, 0.8, 1.0):
+        w = rebalance_weights(prior, centres, lam).double()
+        smooth = torch.exp(-torch.cdist(centres.double(), centres.double()) ** 2 / 50.0) @ prior
+        assert abs(float((smooth / smooth.sum() * w).sum()) - 1.0) < 1e-5  # E_p̃[w] = 1
+        share_of_neutral.append(float((prior * w)[neutral].sum() / (prior * w).sum()))
+        weight_of_neutral.append(float(w[neutral].mean()))
+    assert torch.allclose(rebalance_weights(prior, centres, 1.0), torch.ones(len(centres)))  # λ = 1: no rebalancing
+    assert share_of_neutral[0] < share_of_neutral[1] < share_of_neutral[2]
+    assert weight_of_neutral[0] < weight_of_neutral[1] < 1.0
+
+
+def test_colorize_legs_train_v4_which_is_v3_with_weaker_rebalancing():
+    """v4 changes one thing against v3 (net, loss, seed, photos alike): class rebalancing λ 0.5 -> 0.8, so that
+    near-neutral pixels weigh more against rare saturated colours."""
+    from training.config import CONFIG_DIR, LEG_CONFIGS, TrainConfig
+
+    assert LEG_CONFIGS["colorize"] == "colorize-v4"
+    v3, v4 = (TrainConfig.load(CONFIG_DIR / f"colorize-{v}.json") for v in ("v3", "v4"))
+    assert (v4.net, v4.optim, v4.seed, v4.tiling) == (v3.net, v3.optim, v3.seed, v3.tiling)
+    assert {k: v for k, v in v4.data.items() if k != "rebalance"} == {k: v for k, v in v3.data.items()
+                                                                      if k != "rebalance"}
+    assert (v3.data["rebalance"], v4.data["rebalance"]) == (0.5, 0.8)
+    gray = [np.full((64, 64, 3), 128, np.uint8)] + _photos(2, 64)  # a neutral photo and two coloured ones
+    tasks = [ColorizeTask(gray, seed=0, crop=32, batch_size=2, rebalance=cfg.data["rebalance"]) for cfg in (v3, v4)]
+    neutral_bin = int(ab_bin_centres(10.0).norm(dim=1).argmin())
+    assert tasks[0]._class_weights[neutral_bin] < tasks[1]._class_weights[neutral_bin]
 
 
 def test_lab_roundtrip():
