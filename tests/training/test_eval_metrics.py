@@ -89,3 +89,37 @@ def test_watermark_score_counts_the_worst_unmarked_image():
     assert worst < 40.0
     assert damaging["score"] == pytest.approx(0.5 * (damaging["row"]["watermark (ours, no mask)"] + worst))
     assert damaging["score"] < untouched["score"]
+
+
+def test_colorize_off_hue_area_and_colour_recall_on_a_half_red_half_grey_photo():
+    from training.quality.colorize import colour_recall, off_hue_regions
+
+    ref = np.full((80, 80, 3), 0.5, np.float32)
+    ref[:, :40] = (0.8, 0.1, 0.1)  # left half red, right half neutral grey
+    grey = np.repeat((ref @ np.array([0.299, 0.587, 0.114], np.float32))[..., None], 3, 2)
+    assert off_hue_regions(ref, ref) == {"off_hue_pct": 0.0, "largest_pct": 0.0, "on_neutral_pct": 0.0}
+    assert colour_recall(ref, ref) == 100.0 and colour_recall(grey, ref) == 0.0
+    assert off_hue_regions(grey, ref)["off_hue_pct"] == 0.0  # gray is never off-hue (colourfulness rules it out)
+
+    all_red = np.broadcast_to(np.array((0.8, 0.1, 0.1), np.float32), ref.shape).copy()
+    r = off_hue_regions(all_red, ref)  # colour where the original has none: the grey half, minus the blurred seam
+    assert 40 < r["off_hue_pct"] <= 50 and r["on_neutral_pct"] == r["off_hue_pct"]
+    assert colour_recall(all_red, ref) > 95
+
+    green_left = ref.copy()
+    green_left[:, :40] = (0.1, 0.7, 0.1)  # the red half in a wrong hue, the grey half right
+    r = off_hue_regions(green_left, ref)  # the σ = 2 px blur carries the green a few pixels over the seam
+    assert 45 < r["off_hue_pct"] <= 55 and r["on_neutral_pct"] == 0.0 and r["largest_pct"] == r["off_hue_pct"]
+    assert colour_recall(green_left, ref) < 5
+
+
+def test_colorize_off_hue_regions_below_one_percent_of_the_image_do_not_count():
+    from training.quality.colorize import off_hue_regions
+
+    ref = np.full((100, 100, 3), 0.5, np.float32)
+    out = ref.copy()
+    out[10:16, 10:16] = (0.1, 0.7, 0.1)  # 36 px, 0.36 % of the image: a small blotch
+    r = off_hue_regions(out, ref)
+    assert r["off_hue_pct"] == 0.0 and r["on_neutral_pct"] == 0.0 and 0 < r["largest_pct"] < 1
+    out[50:70, 50:70] = (0.1, 0.7, 0.1)  # 400 px, 4 %: counts
+    assert 4 <= off_hue_regions(out, ref)["off_hue_pct"] < 7  # the σ = 2 px blur widens it by a pixel or two

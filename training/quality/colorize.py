@@ -6,8 +6,9 @@ Besides PSNR/SSIM/colourfulness, two colour measures against the original (Lab a
 * **off-hue area** (the "large implausible-hue regions" of issue 9): a pixel is *off-hue* when the output gives it
   a visible colour (chroma C*ab ≥ 15) whose hue is more than 45° from the original's, or the original there is
   neutral (C*ab < 5); the measure is the share of the image covered by 8-connected off-hue regions of at least 1 %
-  of the image (a lime-green cat face, a purple sky, a green blotch on a table). Against the truth it also counts
-  colours that are wrong but plausible (a red car painted blue): an upper bound of implausibility, and 0 for the
+  of the image (a lime-green cat face, a purple sky, a green blotch on a table); the part of it where the original
+  is neutral (colour where there is none, rather than a wrong hue) is reported beside it. Against the truth it also
+  counts colours that are wrong but plausible (a red car painted blue): an upper bound of implausibility, and 0 for the
   original and for the gray input (which the colourfulness bar rules out).
 * **colour recall**: of the pixels the original shows clearly coloured (C*ab ≥ 15), the share the output colours
   right: hue within 45° and at least half the chroma. Gray → 0 %, sepia → only the browns, the original → 100 %.
@@ -61,19 +62,18 @@ def _hue_chroma(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))), c_o, c_r
 
 
-def off_hue_mask(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Pixels the output colours visibly in another hue than the original (or where the original is neutral)."""
-    dh, c_o, c_r = _hue_chroma(out, ref)
-    return (c_o >= VISIBLE_CHROMA) & ((c_r < NEUTRAL_CHROMA) | (dh > HUE_TOLERANCE))
-
-
 def off_hue_regions(out: np.ndarray, ref: np.ndarray, min_region: float = MIN_REGION) -> dict[str, float]:
-    """Percent of the image in large (≥ ``min_region``) 8-connected off-hue regions, and the largest region's share."""
-    mask = off_hue_mask(out, ref)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    """Percent of the image in large (≥ ``min_region``) 8-connected off-hue regions, the largest region's share, and
+    the part of the large regions where the original is neutral (colour where there is none, against a wrong hue)."""
+    dh, c_o, c_r = _hue_chroma(out, ref)
+    neutral = c_r < NEUTRAL_CHROMA
+    mask = (c_o >= VISIBLE_CHROMA) & (neutral | (dh > HUE_TOLERANCE))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     areas = stats[1:n, cv2.CC_STAT_AREA].astype(np.float64) / mask.size
+    large = np.concatenate([[False], areas >= min_region])[labels]
     return {"off_hue_pct": 100.0 * float(areas[areas >= min_region].sum()),
-            "largest_pct": 100.0 * float(areas.max(initial=0.0))}
+            "largest_pct": 100.0 * float(areas.max(initial=0.0)),
+            "on_neutral_pct": 100.0 * float((large & neutral).mean())}
 
 
 def colour_recall(out: np.ndarray, ref: np.ndarray) -> float:
@@ -102,7 +102,7 @@ def evaluate(model: OnnxImageModel, quick: bool) -> dict[str, Any]:
             figures = {"psnr": psnr(out, rgb) if k != "original" else None,
                        "ssim": ssim(out, rgb) if k != "original" else None,
                        "colourfulness": colourfulness(out), "colour_recall": colour_recall(out, rgb),
-                       "off_hue_pct": regions["off_hue_pct"]}
+                       "off_hue_pct": regions["off_hue_pct"], "off_hue_on_neutral_pct": regions["on_neutral_pct"]}
             for m, v in figures.items():
                 if v is not None:
                     r.setdefault(m, []).append(v)
@@ -111,6 +111,7 @@ def evaluate(model: OnnxImageModel, quick: bool) -> dict[str, Any]:
                                    "colourfulness": round(figures["colourfulness"], 2),
                                    "colour_recall": round(figures["colour_recall"], 1),
                                    "off_hue_pct": round(regions["off_hue_pct"], 2),
+                                   "off_hue_on_neutral_pct": round(regions["on_neutral_pct"], 2),
                                    "largest_off_hue_pct": round(regions["largest_pct"], 2)}
     rows = {k: {m: float(np.mean(v)) for m, v in r.items()} for k, r in res.items()}
     ours, gray_row = rows["colorize (ours)"], rows["grayscale input"]
@@ -128,7 +129,8 @@ def evaluate(model: OnnxImageModel, quick: bool) -> dict[str, Any]:
             "summary": {"psnr_db": round(ours["psnr"], 2), "ssim": round(ours["ssim"], 4),
                         "colourfulness": round(ours["colourfulness"], 2),
                         "colour_recall_pct": round(ours["colour_recall"], 1),
-                        "off_hue_pct": round(ours["off_hue_pct"], 2), "score": round(score, 2)}}
+                        "off_hue_pct": round(ours["off_hue_pct"], 2),
+                        "off_hue_on_neutral_pct": round(ours["off_hue_on_neutral_pct"], 2), "score": round(score, 2)}}
 
 
 def markdown(d: dict[str, Any]) -> list[str]:
@@ -146,9 +148,11 @@ def markdown(d: dict[str, Any]) -> list[str]:
                    f"{fmt(d['s_per_mp'].get(k, '')) if k == 'colorize (ours)' else ''} |")
     if d.get("per_photo"):
         out += ["", "| photo (ours) | PSNR dB | SSIM | colourfulness | colour recall % | off-hue area % | "
-                    "largest off-hue region % |", "|---|---|---|---|---|---|---|"]
+                    "of it where the original is neutral % | largest off-hue region % |",
+                "|---|---|---|---|---|---|---|---|"]
         for name, p in d["per_photo"].items():
             out.append(f"| {name} | {fmt(p['psnr'])} | {fmt(p['ssim'])} | {fmt(p['colourfulness'])} | "
-                       f"{fmt(p['colour_recall'])} | {fmt(p['off_hue_pct'])} | {fmt(p['largest_off_hue_pct'])} |")
+                       f"{fmt(p['colour_recall'])} | {fmt(p['off_hue_pct'])} | "
+                       f"{fmt(p.get('off_hue_on_neutral_pct', '–'))} | {fmt(p['largest_off_hue_pct'])} |")
     out.append("")
     return out
