@@ -25,14 +25,14 @@ from . import baselines as B
 from .builders import build_net
 from .config import CONFIG_DIR, LEG_CONFIGS, TrainConfig
 from .evalsets import unmarked_images, watermarked_photos
+from .legs import MODELS_DIR
 from .metrics import psnr
 from .nets.unet import MAX_OPACITY
 from .onnx_runner import OnnxImageModel
+from .quality.common import RESULTS
 from .quality.watermark import changed_mask, iou
 from .warm_start import load_promoted, onnx_weights
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "services" / "models"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 OPACITY_THRESHOLDS = (0.05, 0.15, 0.30)  # 0.05: the head's own pass-through threshold (watermark-v3's config)
 
 Mask = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (input, the head's output) -> pixels to inpaint
@@ -106,7 +106,7 @@ def markdown(rows: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training.watermark_masks", description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, default=MODELS_DIR / "watermark.onnx")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     rows = measure(args.model)
     (args.out / "watermark-masks.json").write_text(json.dumps(rows, indent=1) + "\n")
