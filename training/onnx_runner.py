@@ -8,6 +8,12 @@ from pathlib import Path
 import numpy as np
 
 
+def pad_to_multiple(x: np.ndarray, m: int) -> np.ndarray:
+    """``x`` (H, W, C) padded by reflection at the bottom and right to multiples of ``m``, as the service tiles."""
+    h, w = x.shape[:2]
+    return np.pad(x, ((0, (-h) % m), (0, (-w) % m), (0, 0)), mode="reflect")
+
+
 class OnnxImageModel:
     def __init__(self, path: Path, multiple_of: int, threads: int = 2) -> None:
         import onnxruntime as ort
@@ -23,10 +29,7 @@ class OnnxImageModel:
     def __call__(self, img: np.ndarray) -> np.ndarray:
         """Pads by reflection to ``multiple_of`` (as the service does), runs, crops back."""
         h, w = img.shape[:2]
-        m = self.multiple_of
-        ph, pw = (-h) % m, (-w) % m
-        x = img if img.ndim == 3 else img[..., None]
-        x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+        x = pad_to_multiple(img if img.ndim == 3 else img[..., None], self.multiple_of)
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
         y = self.session.run(None, {self.input_name: x})[0][0].transpose(1, 2, 0)[:h, :w]
         return y[..., 0] if y.shape[2] == 1 else y

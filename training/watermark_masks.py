@@ -23,31 +23,28 @@ import torch
 
 from . import baselines as B
 from .builders import build_net
-from .config import CONFIG_DIR, LEG_CONFIGS, TrainConfig
+from .config import TrainConfig, default_config_path, leg_config
 from .evalsets import unmarked_images, watermarked_photos
 from .legs import MODELS_DIR
 from .metrics import psnr
 from .nets.unet import MAX_OPACITY
-from .onnx_runner import OnnxImageModel
+from .onnx_runner import OnnxImageModel, pad_to_multiple
 from .quality.common import RESULTS
 from .quality.watermark import changed_mask, iou
 from .warm_start import load_promoted, onnx_weights
 
 OPACITY_THRESHOLDS = (0.05, 0.15, 0.30)  # 0.05: the head's own pass-through threshold (watermark-v3's config)
 
-Mask = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (input, the head's output) -> pixels to inpaint
-
 
 def opacity_of(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
     """The head's predicted opacity per pixel (the ONNX graph returns only the restored image)."""
-    net = build_net(TrainConfig.load(CONFIG_DIR / f"{LEG_CONFIGS['watermark']}.json"))
+    net = build_net(TrainConfig.load(default_config_path(leg_config("watermark"))))
     load_promoted(net, onnx_weights(onnx_path))
     net.eval()
-    m = net.multiple_of
 
     def opacity(img: np.ndarray) -> np.ndarray:
         h, w = img.shape[:2]
-        x = np.pad(img, ((0, (-h) % m), (0, (-w) % m), (0, 0)), mode="reflect")
+        x = pad_to_multiple(img, net.multiple_of)
         with torch.no_grad():
             _, logit = net.predict_opacity(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].float())
         return (torch.sigmoid(logit) * MAX_OPACITY)[0, 0, :h, :w].numpy()
@@ -55,36 +52,37 @@ def opacity_of(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return opacity
 
 
-def masks(opacity: Callable[[np.ndarray], np.ndarray]) -> dict[str, Mask]:
-    out: dict[str, Mask] = {"pixels the head changed by more than 2/255": changed_mask,
-                            "the same, dilated by 1 px": lambda x, y: cv2.dilate(
-                                changed_mask(x, y).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0}
-    for t in OPACITY_THRESHOLDS:
-        out[f"the head's predicted opacity > {t:g}"] = lambda x, y, t=t: opacity(x) > t
-    return out
+MASK_NAMES = ["pixels the head changed by more than 2/255", "the same, dilated by 1 px",
+              *(f"the head's predicted opacity > {t:g}" for t in OPACITY_THRESHOLDS)]
+
+
+def head_masks(changed: np.ndarray, opacity: np.ndarray) -> dict[str, np.ndarray]:
+    """The masks to inpaint under (``MASK_NAMES``), from the pixels the head changed and its predicted opacity."""
+    dilated = cv2.dilate(changed.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    return dict(zip(MASK_NAMES, [changed, dilated, *(opacity > t for t in OPACITY_THRESHOLDS)]))
 
 
 def measure(onnx_path: Path, quick: bool = False) -> dict[str, Any]:
     model = OnnxImageModel(onnx_path, 16)
-    by_mask = masks(opacity_of(onnx_path))
+    opacity = opacity_of(onnx_path)
     marked = watermarked_photos()
     unmarked = unmarked_images()
     if quick:
         marked, unmarked = dict(list(marked.items())[:2]), dict(list(unmarked.items())[:2])
     rows: dict[str, dict[str, list[float]]] = {k: {"iou": [], "marked_psnr": [], "unmarked_psnr": []}
-                                               for k in ["the true mark", *by_mask, "the head's own inversion"]}
+                                               for k in ["the true mark", *MASK_NAMES, "the head's own inversion"]}
     for clean, img, true_mask in marked.values():
         out = model(img)
-        given = {"the true mark": true_mask, **{k: f(img, out) for k, f in by_mask.items()}}
-        for k, mask in given.items():
+        changed = changed_mask(img, out)
+        for k, mask in {"the true mark": true_mask, **head_masks(changed, opacity(img))}.items():
             rows[k]["iou"].append(iou(mask, true_mask))
             rows[k]["marked_psnr"].append(psnr(B.telea(img, mask), clean))
-        rows["the head's own inversion"]["iou"].append(iou(changed_mask(img, out), true_mask))
+        rows["the head's own inversion"]["iou"].append(iou(changed, true_mask))
         rows["the head's own inversion"]["marked_psnr"].append(psnr(out, clean))
     for img in unmarked.values():
         out = model(img)
-        for k, f in by_mask.items():
-            rows[k]["unmarked_psnr"].append(psnr(B.telea(img, f(img, out)), img))
+        for k, mask in head_masks(changed_mask(img, out), opacity(img)).items():
+            rows[k]["unmarked_psnr"].append(psnr(B.telea(img, mask), img))
         rows["the head's own inversion"]["unmarked_psnr"].append(psnr(out, img))
     return {k: {"iou": float(np.mean(r["iou"])), "marked_psnr": float(np.mean(r["marked_psnr"])),
                 "unmarked_worst_psnr": min(r["unmarked_psnr"]) if r["unmarked_psnr"] else None}
