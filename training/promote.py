@@ -77,13 +77,15 @@ def _drop_int8(name: str, models_dir: Path, int8_json: Path) -> None:
     write_results(results, int8_json.parent, int8_json.stem)
 
 
-def _manifest_entry(models_dir: Path, name: str) -> dict[str, Any]:
+def manifest_entry(models_dir: Path, name: str) -> dict[str, Any]:
+    """Model ``name``'s entry in the ``manifest.json`` of ``models_dir`` (the shipped models, or a candidate's
+    folder)."""
     manifest = json.loads((models_dir / "manifest.json").read_text())
     return next(m for m in manifest["models"] if m["name"] == name)
 
 
 def incumbent_result(name: str, models_dir: Path = MODELS_DIR, quality_json: Path = QUALITY_JSON) -> dict[str, Any]:
-    entry = _manifest_entry(models_dir, name)
+    entry = manifest_entry(models_dir, name)
     if quality_json.is_file():
         known = json.loads(quality_json.read_text())["models"].get(name)
         if known and known.get("sha256") == entry["sha256"] and known.get("eval_version") == MODULES[name].VERSION \
@@ -103,7 +105,7 @@ def _ship(name: str, model_pt: Path, candidate_dir: Path, models_dir: Path, qual
     """Copies the candidate into ``models_dir``, re-makes the int8 variant, refreshes the manifest metrics."""
     from export.manifest import read_manifest, upsert, write_manifest
 
-    entry = _manifest_entry(candidate_dir, name)
+    entry = manifest_entry(candidate_dir, name)
     shutil.copyfile(candidate_dir / entry["file"], models_dir / entry["file"])
     write_strip(name, OnnxImageModel(models_dir / entry["file"], entry["tiling"]["multiple_of"]), quality_json.parent)
     manifest_path = models_dir / "manifest.json"
@@ -119,7 +121,7 @@ def remake_int8(name: str, run_dir: Path, models_dir: Path = MODELS_DIR,
     from export.quantize import main as quantize_main
 
     int8 = quantize_main([name, "--out", str(models_dir)])
-    if int8 == 0 and _manifest_entry(models_dir, name).get("variants"):
+    if int8 == 0 and manifest_entry(models_dir, name).get("variants"):
         from .evaluate import main as evaluate_main
 
         evaluate_main([name, "--models-dir", str(models_dir), "--precision", "int8", "--out", str(quality_json.parent)])
@@ -132,7 +134,7 @@ def remake_int8(name: str, run_dir: Path, models_dir: Path = MODELS_DIR,
     # Metrics of both precisions into the manifest entry (export reads them back by sha256).
     export_main([name, "--manifest-only", "--out", str(models_dir), "--quality", str(quality_json),
                  "--runs-dir", str(run_dir.parent), "--run", f"{name}={run_dir.name}"])
-    return _manifest_entry(models_dir, name)
+    return manifest_entry(models_dir, name)
 
 
 def promote_leg(name: str, model_pt: Path, models_dir: Path = MODELS_DIR, quality_json: Path = QUALITY_JSON,
@@ -147,7 +149,7 @@ def promote_leg(name: str, model_pt: Path, models_dir: Path = MODELS_DIR, qualit
     torch.set_num_threads(2)
     entry = export_model(name, model, blob, candidate_dir, candidate_dir / "none.json", dt.date.today().isoformat())
     if quick:  # a smoke leg compares like with like, never against a full evaluation
-        shipped = _manifest_entry(models_dir, name)
+        shipped = manifest_entry(models_dir, name)
         incumbent = evaluate_file(name, models_dir / shipped["file"], shipped["tiling"]["multiple_of"], quick=True)
     else:
         incumbent = incumbent_result(name, models_dir, quality_json)

@@ -23,12 +23,14 @@ import torch
 
 from . import baselines as B
 from .builders import build_net
-from .config import TrainConfig, default_config_path, leg_config
+from .config import TrainConfig
+from .evaluate import ROOT
 from .evalsets import unmarked_images, watermarked_photos
 from .legs import MODELS_DIR
 from .metrics import psnr
 from .nets.unet import MAX_OPACITY
 from .onnx_runner import OnnxImageModel, pad_to_multiple
+from .promote import manifest_entry
 from .quality.common import RESULTS
 from .quality.watermark import changed_mask, iou
 from .warm_start import load_promoted, onnx_weights
@@ -36,9 +38,10 @@ from .warm_start import load_promoted, onnx_weights
 OPACITY_THRESHOLDS = (0.05, 0.15, 0.30)  # 0.05: the head's own pass-through threshold (watermark-v3's config)
 
 
-def opacity_of(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """The head's predicted opacity per pixel (the ONNX graph returns only the restored image)."""
-    net = build_net(TrainConfig.load(default_config_path(leg_config("watermark"))))
+def opacity_of(onnx_path: Path, config: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The head's predicted opacity per pixel (the ONNX graph returns only the restored image); ``config``: the
+    training config the ONNX file was exported from."""
+    net = build_net(TrainConfig.load(config))
     load_promoted(net, onnx_weights(onnx_path))
     net.eval()
 
@@ -63,8 +66,11 @@ def head_masks(changed: np.ndarray, opacity: np.ndarray) -> dict[str, np.ndarray
 
 
 def measure(onnx_path: Path, quick: bool = False) -> dict[str, Any]:
-    model = OnnxImageModel(onnx_path, 16)
-    opacity = opacity_of(onnx_path)
+    # The model's own manifest entry says which config made it and how its input must be padded (not the config
+    # the next watermark leg trains, which may be another net).
+    entry = manifest_entry(onnx_path.parent, "watermark")
+    model = OnnxImageModel(onnx_path, entry["tiling"]["multiple_of"])
+    opacity = opacity_of(onnx_path, ROOT / entry["training"]["config"])
     marked = watermarked_photos()
     unmarked = unmarked_images()
     if quick:
