@@ -24,7 +24,7 @@ CHANNELS: dict[str, Channels] = {"doc-denoise": Channels(1, 1), "photo-denoise":
 # The config (training/configs/NAME.json) each model's training legs (training/legs.py) continue with: the
 # architecture and data of the next promoted weights. Until a leg of it is promoted, the shipped ONNX comes from the
 # run named in export/__main__.py: SHIPPED_RUNS (training/README.md has the comparisons).
-LEG_CONFIGS = {"colorize": "colorize-v4", "doc-denoise": "doc-denoise-v5", "watermark": "watermark-v5",
+LEG_CONFIGS = {"colorize": "colorize-v3", "doc-denoise": "doc-denoise-v5", "watermark": "watermark-v5",
                "photo-denoise": "photo-denoise-aware"}
 
 
