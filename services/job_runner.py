@@ -67,7 +67,7 @@ class JobRunner:
 
         outcome = self.store.start(job.id, holder, lease_ms)
         if outcome.status == "missing":  # the record expired or was never written: recreate it from the message
-            self.store.create(job)
+            self.store.create(job, queue=settings.queue_for(job.task.value))
             outcome = self.store.start(job.id, holder, lease_ms)
         if outcome.status == "finished":
             log.info("duplicate delivery of a finished job ignored", extra={"job_id": job.id, "state": outcome.detail})

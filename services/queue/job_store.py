@@ -1,7 +1,7 @@
 """Job records in Redis: one hash per job (TTL'd), so status works without the Celery result backend.
 
 Keys (all under ``settings.key_prefix``):
-- ``job:<id>``     hash of the job's fields (nested ones as JSON)
+- ``job:<id>``     hash of the job's fields (nested ones as JSON), and ``queue``: the queue it was created on
 - ``lease:<id>``   the process currently running the job (``lease_owner``); it expires unless that process's
                    node keeps renewing it
 - ``jobs:recent``  sorted set of job ids by creation time (trimmed), for status pages
@@ -36,7 +36,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import redis
 
@@ -422,14 +422,15 @@ class JobStore:
         return counts
 
     # --- records ---
-    def create(self, job: Job, overwrite: bool = True) -> bool:
-        """Writes the record; with ``overwrite=False`` an existing record is kept. True when written."""
+    def create(self, job: Job, overwrite: bool = True, queue: str | None = None) -> bool:
+        """Writes the record; with ``overwrite=False`` an existing record is kept. True when written. ``queue``: the
+        queue its message is on (``create_queued`` records it too), so only that deployment's sweep re-queues it."""
         key = self.job_key(job.id)
         if not overwrite and self.redis.exists(key):
             return False
         with self.redis.pipeline() as pipe:
             pipe.delete(key)
-            pipe.hset(key, mapping=_encode(job))
+            pipe.hset(key, mapping=_encode(job) | ({"queue": queue} if queue else {}))
             pipe.expire(key, self.ttl)
             pipe.zadd(self.recent_key, {job.id: job.created_at.timestamp()})
             pipe.zremrangebyrank(self.recent_key, 0, -RECENT_LIMIT - 1)
@@ -468,7 +469,7 @@ class JobStore:
 
     def _create_queued_call(self, job: Job, queue: str, message: str, all_queues: list[str], queue_cap: int,
                             total_cap: int, overwrite: bool, owner_cap: int) -> tuple[list[str], list[Any]]:
-        fields: list[str] = []
+        fields: list[str] = ["queue", queue]  # whose sweep may re-queue it (``unheld_unfinished``)
         for name, value in _encode(job).items():
             fields += [name, value]
         keys = [self.job_key(job.id), self.recent_key, self.unfinished_key, queue, *all_queues,
@@ -601,24 +602,34 @@ class JobStore:
         return bool(self._interrupt(keys=[self.job_key(job_id), self.lease_key(job_id), self.recovery_key],
                                     args=[worker]))
 
-    def stale_unfinished(self, unchanged_since: float, limit: int = 1000) -> list[str]:
-        """Ids of ``queued`` or ``running`` jobs unchanged (not created, started or re-queued) since
-        ``unchanged_since`` (a Unix time) and with no lease: nobody is running them — whether a message will bring
-        them back is the broker's to say. Oldest first; entries of finished or expired jobs are dropped."""
-        ids = self.redis.zrangebyscore(self.unfinished_key, "-inf", unchanged_since, start=0, num=limit)
-        if not ids:
-            return []
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hget(self.job_key(job_id), "state")
-                pipe.exists(self.lease_key(job_id))
-            replies = pipe.execute()
-        states, leased = replies[0::2], replies[1::2]
-        alive = ("queued", "running")
-        gone = [job_id for job_id, state in zip(ids, states) if state not in alive]
-        if gone:
-            self._prune_unfinished(keys=[self.unfinished_key, *map(self.job_key, gone)], args=gone)
-        return [job_id for job_id, state, held in zip(ids, states, leased) if state in alive and not held]
+    def stale_ids(self, unchanged_since: float, limit: int) -> list[str]:
+        """Ids in the unfinished index unchanged (not created, started or re-queued) since ``unchanged_since`` (a
+        Unix time), oldest first, at most ``limit``: where the orphan sweep looks. Every one of them, not a first
+        page: a backlog of waiting jobs older than an orphan must not hide it (their messages are in the queue, so
+        none of them would ever be claimed and leave the page)."""
+        return list(self.redis.zrangebyscore(self.unfinished_key, "-inf", unchanged_since, start=0, num=limit))
+
+    def unheld_unfinished(self, job_ids: list[str], queues: Collection[str], chunk: int = 1000) -> list[str]:
+        """Those of ``job_ids`` that are ``queued`` or ``running`` with no lease and were queued on one of ``queues``
+        (or before records named their queue): nobody is running them — whether a message will bring them back is
+        the broker's to say, and only for its own queues can a sweeper tell. Entries of finished or expired jobs
+        leave the unfinished index."""
+        unheld: list[str] = []
+        for start in range(0, len(job_ids), chunk):
+            ids = job_ids[start:start + chunk]
+            with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hmget(self.job_key(job_id), "state", "queue")
+                    pipe.exists(self.lease_key(job_id))
+                replies = pipe.execute()
+            records, leased = replies[0::2], replies[1::2]
+            alive = ("queued", "running")
+            gone = [job_id for job_id, (state, _) in zip(ids, records) if state not in alive]
+            if gone:
+                self._prune_unfinished(keys=[self.unfinished_key, *map(self.job_key, gone)], args=gone)
+            unheld += [job_id for job_id, (state, queue), held in zip(ids, records, leased)
+                       if state in alive and not held and (queue is None or queue in queues)]
+        return unheld
 
     def claim_orphan(self, job_id: str, claimer: str, unchanged_since: float, claim_ms: int) -> bool:
         """True for exactly one caller when the job is an orphan (``queued`` or ``running``, no lease, unchanged

@@ -9,6 +9,11 @@ lease and unchanged for longer than the visibility timeout, whose id is on no me
 claim is a lease that lapses: a sweeper that dies before publishing leaves the job to be found again. A duplicate
 message (a delivery in flight at the moment of the check) is harmless: the job store runs a job once at a time and
 counts its end once.
+
+Every unchanged job is looked at, not the oldest thousand: a backlog of older jobs waiting with their messages (a
+queue whose workers are busy elsewhere or scaled to zero) once hid an orphan behind it for as long as it lasted. A
+sweeper only takes jobs created on its own queues (the record names the queue): it cannot see the messages of
+another deployment sharing the job store's key prefix, so to it every job of that deployment would look orphaned.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from ..config import Settings
 from . import depth
 from .celery_app import queue_names
 from .job_store import JobStore
+from .outages import REDIS_DOWN
 from .submission import Submitter
 
 log = logging.getLogger(__name__)
 
-# Reading the queues costs about 1.5 KB a waiting message; past this many a sweep is skipped (and says so).
+# Reading the queues costs about 1.5 KB a waiting message, the unfinished index about 40 B a job; past this many
+# waiting messages a sweep is skipped (and says so), and it reads at most this many of the oldest unchanged jobs.
 MAX_SCANNED_MESSAGES = 200_000
 
 
@@ -43,20 +50,30 @@ class OrphanSweeper:
         self.queue_names = queue_names(settings)
 
     def sweep(self, min_age: float | None = None) -> list[str]:
-        """Re-queues every orphan unchanged for ``min_age`` seconds (default: the visibility timeout); returns
-        the ids this sweeper re-queued."""
+        """Re-queues every orphan of this deployment's queues unchanged for ``min_age`` seconds (default: the
+        visibility timeout); returns the ids this sweeper re-queued."""
         cutoff = self.clock() - (self.settings.visibility_timeout if min_age is None else min_age)
-        candidates = self.store.stale_unfinished(cutoff)
-        if not candidates:
+        stale = self.store.stale_ids(cutoff, MAX_SCANNED_MESSAGES)
+        if not stale:
             return []
         waiting = sum(depth.waiting(self.store.redis, name) for name in self.queue_names)
         if waiting > MAX_SCANNED_MESSAGES:
             log.warning("orphan sweep skipped: too many waiting messages to read", extra={
-                "waiting": waiting, "limit": MAX_SCANNED_MESSAGES, "candidates": len(candidates)})
+                "waiting": waiting, "limit": MAX_SCANNED_MESSAGES, "unchanged": len(stale)})
             return []
         with_messages = depth.task_ids_with_messages(self.store.redis, self.queue_names)
-        return [job_id for job_id in candidates
-                if job_id not in with_messages and self._claim_and_publish(job_id, cutoff)]
+        candidates = self.store.unheld_unfinished([job_id for job_id in stale if job_id not in with_messages],
+                                                  self.queue_names)
+        requeued = []
+        for job_id in candidates:
+            try:
+                if self._claim_and_publish(job_id, cutoff):
+                    requeued.append(job_id)
+            except REDIS_DOWN:
+                raise
+            except Exception:  # one unreadable record must not keep the orphans after it waiting (its claim lapses)
+                log.exception("orphan not re-queued; the sweep goes on", extra={"job_id": job_id})
+        return requeued
 
     def sweep_if_my_turn(self, interval: float) -> list[str]:
         """``sweep()`` when no other process has swept in the last ``interval`` seconds (it reads every queue)."""

@@ -117,7 +117,9 @@ def test_sigkilled_workers_lose_no_job_and_finish_each_exactly_once(make_service
         wait_until(lambda: batches.get(batch.id).done >= count, 240, "every job to finish")
     except TimeoutError:
         stuck = [j for j in (service.store.get(i) for i in batches.job_ids(batch.id)) if not j.state.finished]
-        raise AssertionError(f"kills {kills}; unfinished: {[(j.id, j.state, j.attempts, j.lost, j.worker) for j in stuck]}"
+        records = {j.id: (service.store.redis.hgetall(service.store.job_key(j.id)),
+                          service.store.redis.zscore(service.store.unfinished_key, j.id)) for j in stuck}
+        raise AssertionError(f"kills {kills}; unfinished (record, unchanged since): {records}"
                              f"; unacked: {service.store.redis.hlen('unacked')}; queue: "
                              f"{service.store.redis.llen(service.settings.queue_for('watermark'))}; "
                              f"alive: {[(w.name, w.alive()) for w in service.workers]}")

@@ -107,7 +107,7 @@ def test_every_script_of_a_job_lifecycle_declares_its_keys(env) -> None:
     cancelled = _queued(settings, store, submitter, batch_id="b1")
     _check(_script_call(store.redis, lambda: store.cancel(cancelled.id)))
     store.redis.zadd(store.unfinished_key, {"expired-job": 1})  # its record is gone: the prune script drops it
-    _check(_script_call(store.redis, lambda: store.stale_unfinished(unchanged_since=1e12)))
+    _check(_script_call(store.redis, lambda: store.unheld_unfinished(store.stale_ids(1e12, 100), [])))
 
 
 def test_a_failed_batch_job_is_dead_lettered_by_the_script_that_fails_it(env) -> None:

@@ -130,6 +130,53 @@ def test_a_queued_job_whose_message_vanished_is_requeued(env):
     assert (outcome.status, outcome.attempts, outcome.lost) == ("started", 1, 0)
 
 
+def test_an_orphan_behind_a_backlog_of_older_waiting_jobs_is_requeued(env):
+    """The sweep read only the oldest thousand unchanged jobs: behind a thousand older jobs waiting with their
+    messages (none of which it would ever claim, so the page never moved) an orphan waited for the whole backlog
+    (the CI failure of test_sigkilled_workers_lose_no_job_and_finish_each_exactly_once, behind older tests' jobs)."""
+    settings, store, submitter = env
+    backlog = [Job(task="watermark", input_url=f"/b{i}.png", output_url=f"/bo{i}.png") for i in range(1001)]
+    assert all(submitter.create_queued_many(backlog))
+    time.sleep(0.01)
+    vanished = Job(task="denoise", input_url="/in.png", output_url="/out.png")
+    assert submitter.create_queued(vanished)
+    assert store.redis.lpop(settings.queue_for("denoise")) is not None  # a worker took it and died at once
+    assert _sweeper(env).sweep() == [vanished.id]
+    assert _queued_ids(env) == [vanished.id]
+    store.redis.delete(settings.queue_for("watermark"))
+
+
+def test_jobs_of_another_deployment_sharing_the_key_prefix_are_left_to_it(env):
+    """A sweeper sees only its own queues: another deployment's waiting job would look orphaned to it."""
+    settings, store, _ = env
+    other = Settings(redis_url=settings.redis_url, key_prefix=settings.key_prefix,
+                     queue_prefix=f"x{uuid.uuid4().hex[:8]}.", visibility_timeout=V)
+    theirs = Job(task="denoise", input_url="/t.png", output_url="/to.png")
+    try:
+        assert Submitter(other, store, create_app(other)).create_queued(theirs)
+        assert _sweeper(env).sweep() == []
+        assert store.get(theirs.id).orphaned == 0 and _queued_ids(env) == []
+        assert OrphanSweeper(other, store, Submitter(other, store, create_app(other)), name="theirs",
+                             clock=lambda: time.time() + V + 1).sweep() == []  # its message is in its queue
+    finally:
+        store.redis.delete(other.queue_for("denoise"))
+
+
+def test_a_record_that_cannot_be_requeued_does_not_stop_the_sweep(env, monkeypatch):
+    settings, store, submitter = env
+    broken, orphan = _running(store), _running(store)
+    publish = submitter.enqueue
+
+    def enqueue(job: Job) -> None:
+        if job.id == broken.id:
+            raise ValueError("unreadable record")
+        publish(job)
+
+    monkeypatch.setattr(submitter, "enqueue", enqueue)
+    assert _sweeper(env).sweep() == [orphan.id]
+    assert _queued_ids(env) == [orphan.id]
+
+
 def test_finished_jobs_leave_the_unfinished_index(env):
     _, store, _ = env
     failed = _running(store)
