@@ -164,7 +164,8 @@ def promote_leg(name: str, model_pt: Path, models_dir: Path = MODELS_DIR, qualit
     append_leg(log, {
         "model": name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": blob["config"]["name"], **{k: leg.get(k) for k in ("index", "minutes", "steps", "crops", "pixels",
-                                                                      "pixels_per_second", "bf16", "threads", "seed")},
+                                                                      "pixels_per_second", "bf16", "threads", "seed",
+                                                                      "peak_lr")},
         "eval_version": MODULES[name].VERSION, "quick": quick,
         "candidate": {"score": round(candidate["score"], 4), **candidate["summary"]},
         "shipped_before": {"score": round(incumbent["score"], 4), **incumbent["summary"]},

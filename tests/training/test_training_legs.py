@@ -204,13 +204,14 @@ def test_promote_smoke(tmp_path: Path):
     """A seconds-long leg through the whole gate: export, quick evaluation of both, decision, legs log."""
     config, models = _smoke_config(tmp_path), _models_dir(tmp_path)
     before = (models / "photo-denoise.onnx").read_bytes()
-    final = run_leg("photo-denoise", LegSettings(minutes=0.05, threads=1, workers=0), run_dir=tmp_path / "leg",
+    final = run_leg("photo-denoise", LegSettings(minutes=0.05, threads=1, workers=0, lr=3e-4), run_dir=tmp_path / "leg",
                     config=config, photos=_photos(), progress=False, models_dir=models)
     log = tmp_path / "legs.jsonl"
     decision = promote_leg("photo-denoise", final, models_dir=models, quality_json=tmp_path / "quality.json",
                            log=log, quick=True)
     (record,) = read_legs(log)
     assert record["promoted"] == decision.promote and record["quick"] and record["steps"] > 0
+    assert record["peak_lr"] == 3e-4  # a leg's own peak LR (--lr) is logged, not the config's
     assert record["candidate"]["score"] != record["shipped_before"]["score"]
     assert (tmp_path / "leg" / "candidate" / "photo-denoise.onnx").is_file()
     assert ((models / "photo-denoise.onnx").read_bytes() != before) == decision.promote
